@@ -1,0 +1,59 @@
+"""hfvision: Hugging Face-native implementations of recent vision research methods.
+
+Importing hfvision registers every model with transformers' Auto classes (so `AutoModel.from_pretrained(path)` works
+without `trust_remote_code`) and marks each class for remote-code export (so `save_pretrained` writes the model's
+own code and `auto_map`, and a process without hfvision loads it with `trust_remote_code=True`).
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForZeroShotImageClassification,
+    AutoProcessor,
+)
+
+from .models.pyramidclip import (
+    PyramidClipConfig,
+    PyramidClipForImageClassification,
+    PyramidClipImageProcessor,
+    PyramidClipModel,
+    PyramidClipProcessor,
+    PyramidClipTextConfig,
+    PyramidClipVisionConfig,
+)
+
+__version__ = "0.1.0"
+
+
+def _register() -> None:
+    """Register every model with the Auto classes and for remote-code export (the one place this happens)."""
+    for config in (PyramidClipConfig, PyramidClipTextConfig, PyramidClipVisionConfig):
+        AutoConfig.register(config.model_type, config, exist_ok=True)
+    AutoModel.register(PyramidClipConfig, PyramidClipModel, exist_ok=True)
+    AutoModelForZeroShotImageClassification.register(PyramidClipConfig, PyramidClipModel, exist_ok=True)
+    AutoModelForImageClassification.register(PyramidClipConfig, PyramidClipForImageClassification, exist_ok=True)
+    AutoImageProcessor.register(
+        PyramidClipConfig, image_processor_classes={"pil": PyramidClipImageProcessor}, exist_ok=True
+    )
+    AutoProcessor.register(PyramidClipConfig, PyramidClipProcessor, exist_ok=True)
+
+    PyramidClipConfig.register_for_auto_class()
+    PyramidClipModel.register_for_auto_class("AutoModel")
+    PyramidClipForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+    PyramidClipImageProcessor.register_for_auto_class("AutoImageProcessor")
+    PyramidClipProcessor.register_for_auto_class("AutoProcessor")
+
+
+_register()
+
+__all__ = [
+    "PyramidClipConfig",
+    "PyramidClipForImageClassification",
+    "PyramidClipImageProcessor",
+    "PyramidClipModel",
+    "PyramidClipProcessor",
+    "PyramidClipTextConfig",
+    "PyramidClipVisionConfig",
+]
