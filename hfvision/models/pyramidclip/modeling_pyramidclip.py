@@ -555,13 +555,22 @@ class PyramidClipForImageClassification(PyramidClipPreTrainedModel):
     """PyramidCLIP with a linear classifier on the normalised image embedding.
 
     The classifier can be initialised from the class names' text embeddings (`init_classifier_from_text`), so the
-    untrained head already is the zero-shot classifier; fine-tuning then starts from zero-shot accuracy.
+    untrained head already is the zero-shot classifier; fine-tuning then starts from zero-shot accuracy. The whole
+    [`PyramidClipModel`] is kept (so base checkpoints load as they are), but the parts image classification does not
+    use - text tower, text projection, temperature, ROI projection - are frozen.
     """
 
     def __init__(self, config: PyramidClipConfig):
         super().__init__(config)
         self.pyramidclip = PyramidClipModel(config)
         self.classifier = nn.Linear(config.projection_dim, config.num_labels)
+        for unused in (
+            self.pyramidclip.text_model,
+            self.pyramidclip.text_projection,
+            self.pyramidclip.vision_model.roi_projection,
+        ):
+            unused.requires_grad_(False)
+        self.pyramidclip.logit_scale.requires_grad_(False)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
