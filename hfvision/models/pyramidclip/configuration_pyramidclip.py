@@ -39,7 +39,6 @@ class PyramidClipTextConfig(PreTrainedConfig):
         attention_dropout (`float`, *optional*, defaults to 0.0): dropout on attention probabilities.
         initializer_range (`float`, *optional*, defaults to 0.02): std of embedding initialisation.
         initializer_factor (`float`, *optional*, defaults to 1.0): scale on every initialisation std (as CLIP).
-        pad_token_id, bos_token_id, eos_token_id (`int`): special token ids of the CLIP BPE tokenizer.
     """
 
     model_type = "pyramidclip_text_model"
@@ -56,9 +55,6 @@ class PyramidClipTextConfig(PreTrainedConfig):
     attention_dropout: float = 0.0
     initializer_range: float = 0.02
     initializer_factor: float = 1.0
-    pad_token_id: int | None = 49407
-    bos_token_id: int | None = 49406
-    eos_token_id: int | None = 49407
 
     def validate_architecture(self) -> None:
         if self.hidden_size % self.num_attention_heads != 0:
@@ -177,7 +173,7 @@ class PyramidClipConfig(PreTrainedConfig):
                 "intermediate_size": 64,
                 "num_hidden_layers": 2,
                 "num_attention_heads": 2,
-                "max_position_embeddings": 32,
+                "max_position_embeddings": 77,
             },
             "vision_config": {
                 "hidden_size": 32,

@@ -45,7 +45,8 @@ def clip_tokenizer_from_bpe_file(path: str | Path, model_max_length: int = 77) -
     """
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         lines = handle.read().split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : CLIP_VOCAB_SIZE - 256 - 2 + 1]]
+    num_merges = CLIP_VOCAB_SIZE - 2 * 256 - len(SPECIAL_TOKENS)  # 48894 merges after the header line
+    merges = [tuple(line.split()) for line in lines[1 : 1 + num_merges]]
     alphabet = list(_bytes_to_unicode().values())
     tokens = alphabet + [token + "</w>" for token in alphabet] + ["".join(merge) for merge in merges]
     vocab = {token: i for i, token in enumerate([*tokens, *SPECIAL_TOKENS])}

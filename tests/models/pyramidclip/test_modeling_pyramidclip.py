@@ -15,6 +15,7 @@ from hfvision.models.pyramidclip import (
     PyramidClipModel,
     softened_contrastive_loss,
 )
+from hfvision.models.pyramidclip.modeling_pyramidclip import LOSS_TERMS
 from tests.models.common import ModelCommonTests
 
 
@@ -101,7 +102,7 @@ class TestPyramidClipModel(ModelCommonTests):
         assert outputs.image_embeds.shape == outputs.text_embeds.shape == (batch, dim)
         torch.testing.assert_close(outputs.image_embeds.norm(dim=-1), torch.ones(batch))
         assert next(iter(outputs.keys())) == "loss"
-        terms = [getattr(outputs, name) for name in tester_terms()]
+        terms = [getattr(outputs, name) for name in LOSS_TERMS]
         for term in terms:
             assert term.ndim == 0 and torch.isfinite(term) and term > 0
         weights = (1 / 6,) * 6  # lambda = mu = 1/3
@@ -170,7 +171,7 @@ class TestPyramidClipModel(ModelCommonTests):
         with torch.no_grad():
             base = model(**inputs, return_loss=True)
             permuted = model(**{k: v[permutation] for k, v in inputs.items()}, return_loss=True)
-        for name in ("loss", *tester_terms()):
+        for name in ("loss", *LOSS_TERMS):
             torch.testing.assert_close(getattr(base, name), getattr(permuted, name), rtol=1e-5, atol=1e-6)
 
     def test_padded_regions_change_nothing_and_share_vision_weights(self):
@@ -251,9 +252,3 @@ class TestPyramidClipModel(ModelCommonTests):
             PyramidClipConfig(softening_alpha=1.5)
         with pytest.raises(StrictDataclassClassValidationError, match="num_roi_layers"):
             PyramidClipConfig(vision_config={"num_leff_layers": 10, "num_roi_layers": 3})
-
-
-def tester_terms() -> tuple[str, ...]:
-    from hfvision.models.pyramidclip.modeling_pyramidclip import LOSS_TERMS
-
-    return LOSS_TERMS
