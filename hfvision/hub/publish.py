@@ -1,0 +1,211 @@
+"""Publish a trained checkpoint to the Hub (or to whatever endpoint `HF_ENDPOINT` names).
+
+`build_hub_folder` turns a `save_pretrained` output folder into a Hub-ready folder holding only what a user needs:
+config.json, safetensors weights, processor/tokenizer files, the remote-code `.py` files that `auto_map` /
+`custom_pipelines` name (plus the sibling files they import, which transformers also fetches) and a README.md model
+card. Pickle weights are refused: the Hub copy is safetensors only. `publish` builds that folder in a temporary
+directory and uploads it with `HfApi.create_repo` + `HfApi.upload_folder`.
+"""
+
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi, ModelCard
+
+__all__ = ["build_hub_folder", "publish"]
+
+# Processor, tokenizer and generation files that save_pretrained may write next to the weights.
+PROCESSOR_FILES = (
+    "processor_config.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "feature_extractor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "chat_template.jinja",
+    "generation_config.json",
+)
+WEIGHT_INDEX_FILE = "model.safetensors.index.json"
+# Pickle-based weight files: refused, because loading them runs arbitrary code.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# Pickles that Trainer writes beside the model but that hold no weights; never uploaded, so not refused either.
+IGNORED_PICKLES = ("training_args.bin",)
+
+# The import forms transformers follows when it copies remote code (`get_relative_imports`).
+_RELATIVE_IMPORT_PATTERNS = (
+    re.compile(r"^\s*from\s+\.(\S+)\s+import", re.MULTILINE),
+    re.compile(r"^\s*import\s+\.(\S+)\s*$", re.MULTILINE),
+)
+
+
+def _class_references(config: Any) -> Iterator[str]:
+    """Yield every `"module.Class"` string under the `auto_map` / `custom_pipelines` keys of a JSON config."""
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key == "auto_map":
+                # Values are "module.Class" or, for tokenizers, ["module.Slow", "module.Fast" | None].
+                for reference in value.values():
+                    yield from (r for r in (reference if isinstance(reference, list) else [reference]) if r)
+            elif key == "custom_pipelines":
+                yield from (spec["impl"] for spec in value.values() if spec.get("impl"))
+            else:
+                yield from _class_references(value)  # processor_config.json nests the image processor's own map
+    elif isinstance(config, list):
+        for item in config:
+            yield from _class_references(item)
+
+
+def _remote_code_files(checkpoint: Path, json_files: list[str]) -> list[str]:
+    """Names of the `.py` files the checkpoint's configs point at, closed over their `from .x import y` imports.
+
+    Args:
+        checkpoint: the checkpoint folder.
+        json_files: names of the JSON configs in it to scan.
+
+    Returns:
+        Sorted `.py` file names.
+
+    Raises:
+        ValueError: if a referenced module is missing or is imported from a subpackage (transformers copies only
+            flat sibling files).
+    """
+    pending = []
+    for name in json_files:
+        for reference in _class_references(json.loads((checkpoint / name).read_text(encoding="utf-8"))):
+            if "--" in reference:  # "org/repo--module.Class": the code lives in another Hub repo
+                continue
+            pending.append((reference.rsplit(".", 1)[0], name))
+    found: set[str] = set()
+    while pending:
+        module, referrer = pending.pop()
+        if "." in module:
+            raise ValueError(
+                f"{referrer} refers to module {module!r} in a subpackage; remote code must be flat sibling files"
+            )
+        file_name = f"{module}.py"
+        if file_name in found:
+            continue
+        if not (checkpoint / file_name).is_file():
+            raise ValueError(f"{referrer} needs {file_name}, which is not in {checkpoint}")
+        found.add(file_name)
+        source = (checkpoint / file_name).read_text(encoding="utf-8")
+        for pattern in _RELATIVE_IMPORT_PATTERNS:
+            pending.extend((imported, file_name) for imported in pattern.findall(source))
+    return sorted(found)
+
+
+def build_hub_folder(checkpoint_dir: str | Path, out_dir: str | Path, card: ModelCard | None = None) -> list[str]:
+    """Copy what a Hub model repo needs from a `save_pretrained` folder into `out_dir`.
+
+    Copied: config.json; `*.safetensors` (and the shard index); processor and tokenizer files
+    (`PROCESSOR_FILES` that exist); the `.py` files named by `auto_map` / `custom_pipelines` in config.json and the
+    processor/tokenizer configs, with the sibling files they import; README.md, written from `card` when given, else
+    copied from the checkpoint if it has one. Only top-level files are considered; anything else (optimizer states,
+    `training_args.bin`, logs) stays behind.
+
+    Args:
+        checkpoint_dir: a folder written by `model.save_pretrained` (+ `processor.save_pretrained`).
+        out_dir: destination; created if missing, and must be empty if it exists.
+        card: the model card to write as README.md.
+
+    Returns:
+        Sorted file names written to `out_dir`.
+
+    Raises:
+        ValueError: if the checkpoint holds pickle weights (`*.bin`, `*.pt`, `*.pth`, `*.pkl`, `*.pickle`,
+            `*.ckpt`), has no safetensors weights or no config.json, its remote code is incomplete, or `out_dir` is
+            not empty.
+    """
+    checkpoint = Path(checkpoint_dir)
+    out = Path(out_dir)
+    if not checkpoint.is_dir():
+        raise ValueError(f"checkpoint_dir {checkpoint} is not a directory")
+    top_level = sorted(entry.name for entry in checkpoint.iterdir() if entry.is_file())
+    pickles = [name for name in top_level if name.endswith(PICKLE_SUFFIXES) and name not in IGNORED_PICKLES]
+    if pickles:
+        raise ValueError(
+            f"{checkpoint} holds pickle weights {pickles}; only safetensors are published. Re-save the model with "
+            "`model.save_pretrained(dir)` (safetensors by default) and remove the pickle files."
+        )
+    weights = [name for name in top_level if name.endswith(".safetensors")]
+    if not weights:
+        raise ValueError(f"{checkpoint} has no *.safetensors weights; save the model with `save_pretrained` first")
+    if "config.json" not in top_level:
+        raise ValueError(f"{checkpoint} has no config.json; it is not a `save_pretrained` folder")
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"out_dir {out} is not empty")
+
+    processor_files = [name for name in PROCESSOR_FILES if name in top_level]
+    json_configs = ["config.json"] + [name for name in processor_files if name.endswith("config.json")]
+    to_copy = ["config.json", *weights, *processor_files, *_remote_code_files(checkpoint, json_configs)]
+    if WEIGHT_INDEX_FILE in top_level:
+        to_copy.append(WEIGHT_INDEX_FILE)
+    if card is None and "README.md" in top_level:
+        to_copy.append("README.md")
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in dict.fromkeys(to_copy):
+        shutil.copy2(checkpoint / name, out / name)
+    if card is not None:
+        card.save(out / "README.md")
+    return sorted(entry.name for entry in out.iterdir())
+
+
+def publish(
+    checkpoint_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    dry_run: bool = False,
+    card: ModelCard | None = None,
+) -> list[str]:
+    """Upload a checkpoint's Hub folder (see `build_hub_folder`) to a model repo.
+
+    Talks to whichever endpoint huggingface_hub is configured for (`HF_ENDPOINT`, the real Hub by default) with the
+    token it finds (`HF_TOKEN` or `hf auth login`).
+
+    Args:
+        checkpoint_dir: a `save_pretrained` folder.
+        repo_id: the target repo, `"org/name"`; created if missing.
+        private: create the repo as private (an existing repo keeps its visibility).
+        revision: a branch to upload to; created from the default branch if missing. None uploads to `main`.
+        commit_message: the commit message; defaults to one naming the checkpoint folder.
+        dry_run: only build the folder and return what would be uploaded; nothing is sent.
+        card: a model card to publish as README.md instead of the checkpoint's own README.md.
+
+    Returns:
+        Sorted paths (relative to the repo root) uploaded, or that would be uploaded with `dry_run`.
+
+    Raises:
+        ValueError: as `build_hub_folder`.
+    """
+    with tempfile.TemporaryDirectory(prefix="hfvision-publish-") as staging:
+        files = build_hub_folder(checkpoint_dir, staging, card)
+        if dry_run:
+            return files
+        api = HfApi()
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision is not None:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=staging,
+            revision=revision,
+            commit_message=commit_message or f"Upload {Path(checkpoint_dir).name} with hfvision",
+        )
+    return files
