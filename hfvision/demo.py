@@ -32,8 +32,9 @@ from hfvision.models.pyramidclip import (
     train_clip_tokenizer,
 )
 
-# Run by a fresh interpreter in which every `hfvision` import fails: only the checkpoint's own code is available.
-REMOTE_CODE_CHECK = textwrap.dedent(
+# Preamble of a script run by a fresh interpreter: from then on every `hfvision` import fails, so only a checkpoint's
+# own code is available (hfvision may be installed in the same environment).
+HIDE_HFVISION = textwrap.dedent(
     """
     import sys
 
@@ -43,6 +44,10 @@ REMOTE_CODE_CHECK = textwrap.dedent(
                 raise ModuleNotFoundError(name)
 
     sys.meta_path.insert(0, HideHfvision())
+    """
+)
+REMOTE_CODE_CHECK = HIDE_HFVISION + textwrap.dedent(
+    """
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import AutoModel
@@ -117,4 +122,4 @@ def run_demo(output_dir: str | None = None) -> list[dict]:
     return predictions
 
 
-__all__ = ["load_without_hfvision", "run_demo"]
+__all__ = ["HIDE_HFVISION", "load_without_hfvision", "run_demo"]

@@ -11,19 +11,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor, pipeline
 
+from hfvision.demo import HIDE_HFVISION
 from tests.models.pyramidclip.conftest import CAPTIONS, random_image
 
 # Runs in a fresh interpreter: hfvision is made unimportable before transformers is imported.
-REMOTE_SCRIPT = textwrap.dedent(
+REMOTE_SCRIPT = HIDE_HFVISION + textwrap.dedent(
     """
     import sys
-
-    class HideHfvision:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "hfvision":
-                raise ModuleNotFoundError(name)
-
-    sys.meta_path.insert(0, HideHfvision())
     import numpy as np, torch
     from PIL import Image
     from safetensors.torch import save_file
