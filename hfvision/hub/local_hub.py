@@ -249,6 +249,10 @@ def _lfs_entry(sha256: str, size: int) -> dict[str, Any]:
     return {"sha256": sha256, "size": size, "oid": _git_oid(_lfs_pointer(sha256, size)), "lfs": True}
 
 
+def _pointer_size(entry: dict[str, Any]) -> int:
+    return len(_lfs_pointer(entry["sha256"], entry["size"]))
+
+
 def _folders(files: dict[str, Any]) -> set[str]:
     return {str(parent) for path in files for parent in PurePosixPath(path).parents if str(parent) != "."}
 
@@ -272,8 +276,7 @@ def _path_info(history: list[dict[str, Any]], path: str, expand: bool) -> dict[s
     if entry is not None:
         info: dict[str, Any] = {"type": "file", "oid": entry["oid"], "size": entry["size"], "path": path}
         if entry["lfs"]:
-            pointer_size = len(_lfs_pointer(entry["sha256"], entry["size"]))
-            info["lfs"] = {"oid": entry["sha256"], "size": entry["size"], "pointerSize": pointer_size}
+            info["lfs"] = {"oid": entry["sha256"], "size": entry["size"], "pointerSize": _pointer_size(entry)}
     else:
         listing = "".join(f"{name} {e['oid']}\n" for name, e in sorted(files.items()) if name.startswith(path + "/"))
         info = {"type": "directory", "oid": hashlib.sha1(listing.encode()).hexdigest(), "size": 0, "path": path}
@@ -392,8 +395,11 @@ class _HubHandler(BaseHTTPRequestHandler):
             else:
                 raise HubError(404, f"Not found: {self.command} {url.path}")
         except HubError as err:
-            headers = {**err.headers, **({"X-Error-Code": err.code} if err.code else {})}
-            self._send_json({"error": err.message}, err.status, {"X-Error-Message": err.message, **headers})
+            header_message = " ".join(err.message.split()).encode("latin-1", "replace").decode("latin-1")
+            headers = {"X-Error-Message": header_message, **err.headers}
+            if err.code:
+                headers["X-Error-Code"] = err.code
+            self._send_json({"error": err.message}, err.status, headers)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away mid-download (e.g. a streaming reader that has read enough)
         except Exception as err:
@@ -483,11 +489,15 @@ class _HubHandler(BaseHTTPRequestHandler):
         siblings = []
         for path in sorted(files):
             sibling: dict[str, Any] = {"rfilename": path}
+            entry = files[path]
             if _truthy(self.query.get("blobs")):
-                sibling.update(_path_info(history, path, expand=False))
-                sibling["blobId"] = sibling.pop("oid")
-                if "lfs" in sibling:
-                    sibling["lfs"]["sha256"] = sibling["lfs"].pop("oid")
+                sibling.update(size=entry["size"], blobId=entry["oid"])
+                if entry["lfs"]:
+                    sibling["lfs"] = {
+                        "sha256": entry["sha256"],
+                        "size": entry["size"],
+                        "pointerSize": _pointer_size(entry),
+                    }
             siblings.append(sibling)
         card = _card_data(repo, files)
         info = {
@@ -647,11 +657,11 @@ class _HubHandler(BaseHTTPRequestHandler):
 class LocalHub:
     """The local Hub server, run in a daemon thread.
 
-    Clients read `client_env`'s variables when huggingface_hub is first imported, and importing `hfvision` already
-    imports transformers (hence huggingface_hub), so in one process choose the port and set the variables first:
+    Clients read the variables of `client_env` when huggingface_hub is first imported, and importing `hfvision`
+    already imports transformers (hence huggingface_hub), so in one process choose the port and set them first:
 
     Example:
-        >>> os.environ.update(client_env("http://127.0.0.1:8765"))
+        >>> os.environ.update(HF_ENDPOINT="http://127.0.0.1:8765", HF_HUB_DISABLE_XET="1", HF_TOKEN="hf_local")
         >>> from hfvision.hub.local_hub import LocalHub
         >>> with LocalHub("/tmp/hub-store", port=8765):
         ...     model.push_to_hub("org/tiny")
