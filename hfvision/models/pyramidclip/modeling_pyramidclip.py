@@ -350,9 +350,16 @@ class PyramidClipVisionModel(PyramidClipPreTrainedModel):
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         # proj_pre of the official code: region features -> transformer width.
         self.roi_projection = nn.Linear(config.roi_feature_dim, config.hidden_size, bias=False)
-        if config.freeze_patch_embedding:
-            self.embeddings.patch_embedding.requires_grad_(False)
         self.post_init()
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> PyramidClipVisionModel:
+        """Set the mode and (re)freeze the patch embedding, as the official code does in `train()`: loading replaces
+        parameters (so a flag set in `__init__` would be lost) and `from_pretrained` ends with `eval()`."""
+        super().train(mode)
+        if self.config.freeze_patch_embedding:
+            self.embeddings.patch_embedding.requires_grad_(False)
+        return self
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embedding
@@ -564,14 +571,21 @@ class PyramidClipForImageClassification(PyramidClipPreTrainedModel):
         super().__init__(config)
         self.pyramidclip = PyramidClipModel(config)
         self.classifier = nn.Linear(config.projection_dim, config.num_labels)
-        for unused in (
+        self.post_init()
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> PyramidClipForImageClassification:
+        """Set the mode and (re)freeze the parts classification does not use (kept frozen across `from_pretrained`)."""
+        super().train(mode)
+        unused = (
             self.pyramidclip.text_model,
             self.pyramidclip.text_projection,
             self.pyramidclip.vision_model.roi_projection,
-        ):
-            unused.requires_grad_(False)
+        )
+        for module in unused:
+            module.requires_grad_(False)
         self.pyramidclip.logit_scale.requires_grad_(False)
-        self.post_init()
+        return self
 
     def get_input_embeddings(self) -> nn.Module:
         return self.pyramidclip.vision_model.get_input_embeddings()

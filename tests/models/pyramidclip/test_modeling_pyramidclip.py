@@ -203,6 +203,16 @@ class TestPyramidClipModel(ModelCommonTests):
         with torch.no_grad():
             assert torch.equal(model(**inputs).image_embeds, model(**inputs).image_embeds)
 
+    def test_frozen_parameters_stay_frozen_after_loading(self, tmp_path):
+        self.build(PyramidClipForImageClassification).save_pretrained(tmp_path)
+        for model_class in self.all_model_classes:
+            model = model_class.from_pretrained(tmp_path).train()
+            base = getattr(model, "pyramidclip", model)
+            assert not base.vision_model.embeddings.patch_embedding.weight.requires_grad
+            assert base.vision_model.encoder.layers[0].self_attn.q_proj.weight.requires_grad
+            frozen_text = not any(p.requires_grad for p in base.text_model.parameters())
+            assert frozen_text == (model_class is PyramidClipForImageClassification)
+
     def test_base_checkpoint_loads_into_the_head_and_back(self, tmp_path):
         base = self.build(PyramidClipModel)
         base.save_pretrained(tmp_path / "base")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +104,18 @@ def test_trained_tokenizer_is_a_clip_tokenizer():
     assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
     assert tokenizer.decode(ids, skip_special_tokens=True) == "a red circle !"
     assert type(tokenizer).__name__ == "CLIPTokenizer"
+
+
+def test_trained_tokenizer_ids_do_not_depend_on_the_process():
+    """Hash-order tie breaks would change ids between processes (tokenizers' BPE trainer does)."""
+    script = (
+        "from hfvision.models.pyramidclip import train_clip_tokenizer\n"
+        f"texts = {CAPTIONS!r} * 3 + ['naive cafe on the left', 'on top of the dog']\n"
+        "print(sorted(train_clip_tokenizer(texts, vocab_size=560).get_vocab().items()))"
+    )
+    runs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+            for _ in range(2)}  # fmt: skip
+    assert len(runs) == 1
 
 
 OPEN_CLIP = importlib.util.find_spec("open_clip")
