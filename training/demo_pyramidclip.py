@@ -1,0 +1,132 @@
+"""`make demo`: data -> pretraining with accelerate -> zero-shot eval -> model card -> publish -> load by repo id.
+
+1. start the local Hub (the embedded default; `--endpoint` or unset variables reach the real Hub instead);
+2. `accelerate launch training/pretrain_pyramidclip.py` on seeded synthetic scenes (built by the script) with the
+   tiny config: the script evaluates zero-shot top-1/top-5 and retrieval on held-out scenes at the end;
+3. render the model card from the measured results (`model_cards/pyramidclip.md`) into the final checkpoint;
+4. `hfvision publish` the checkpoint as `org/pyramidclip-tiny`;
+5. load it back by repo id with `AutoModel` and `pipeline("zero-shot-image-classification")` and print the
+   predictions for a few held-out images.
+
+    python training/demo_pyramidclip.py [--output_dir runs/demo] [--max_steps 300]
+
+The Hub client variables must be set before `huggingface_hub` is imported, so this file sets them first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", default="runs/demo_pyramidclip")
+    parser.add_argument("--max_steps", type=int, default=None, help="override the tiny config's max_steps")
+    parser.add_argument("--repo_id", default="org/pyramidclip-tiny")
+    parser.add_argument("--num_examples", type=int, default=6, help="held-out images to classify at the end")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir).resolve()
+    port = _free_port()
+    # Before any Hugging Face import: point every client (this process and the training launch) at the local Hub.
+    os.environ.update(
+        HF_ENDPOINT=f"http://127.0.0.1:{port}",
+        HF_HUB_DISABLE_XET="1",
+        HF_TOKEN=os.environ.get("HF_TOKEN", "hf_local"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HOME=str(output_dir / "hf_home"),
+    )
+    from transformers import AutoModel, pipeline
+
+    from hfvision.data import load_image_text_stream
+    from hfvision.hub.card import render_model_card
+    from hfvision.hub.local_hub import LocalHub
+    from hfvision.hub.publish import publish
+
+    hub = LocalHub(output_dir / "hub", port=port).start()
+    print(f"1. local Hub at {hub.endpoint} (store: {output_dir / 'hub'})", flush=True)
+
+    run_dir = output_dir / "run"
+    print(f"2. pretraining with accelerate -> {run_dir}", flush=True)
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(REPO / "training" / "pretrain_pyramidclip.py"),
+        "--config", str(REPO / "training" / "configs" / "pretrain_pyramidclip_tiny.yaml"),
+        "--output_dir", str(run_dir), "--resume_from_checkpoint", "latest",
+    ]  # fmt: skip
+    if args.max_steps is not None:
+        command += ["--max_steps", str(args.max_steps)]
+    subprocess.run(command, check=True)
+    final_dir = run_dir / "final"
+    results = json.loads((final_dir / "eval_results.json").read_text())
+    metrics = results["metrics"]
+
+    print("3. model card from the measured results", flush=True)
+    dataset = {"dataset_type": "hfvision/synthetic-scenes", "dataset_name": "Synthetic scenes (held-out)"}
+    eval_results = [
+        {**dataset, "task_type": "zero-shot-image-classification", "task_name": "Zero-shot image classification",
+         "dataset_split": "eval", "metric_type": "accuracy", "metric_name": f"Top-{k} accuracy",
+         "metric_config": f"top{k}", "metric_value": metrics[f"zero_shot_top{k}_accuracy"]}
+        for k in (1, 5)
+    ] + [
+        {**dataset, "task_type": "image-to-text-retrieval", "task_name": "Image-to-text retrieval",
+         "dataset_split": "eval", "metric_type": "recall", "metric_name": "Recall@5", "metric_config": "R@5",
+         "metric_value": metrics["image_to_text_recall@5"]}
+    ]  # fmt: skip
+    card = render_model_card(
+        "pyramidclip",
+        model_id=args.repo_id,
+        eval_results=eval_results,
+        training_config=results["config"],
+        datasets=["hfvision/synthetic-scenes"],
+    )
+    card.save(final_dir / "README.md")
+    print(f"   {final_dir / 'README.md'}", flush=True)
+
+    print(f"4. publish {final_dir} -> {args.repo_id}", flush=True)
+    uploaded = publish(final_dir, args.repo_id, commit_message="tiny PyramidCLIP from make demo")
+    print("   " + " ".join(uploaded), flush=True)
+
+    print(f"5. load {args.repo_id} by repo id and classify held-out scenes", flush=True)
+    model = AutoModel.from_pretrained(args.repo_id)
+    classifier = pipeline("zero-shot-image-classification", model=args.repo_id)
+    class_names = json.loads((run_dir / "synthetic_data" / "class_names.json").read_text())
+    stream = load_image_text_stream(str(run_dir / "synthetic_data"), split="eval")
+    correct = 0
+    for index, sample in zip(range(args.num_examples), stream, strict=False):
+        prediction = classifier(sample["image"], candidate_labels=class_names, hypothesis_template="a photo of a {}.")[
+            0
+        ]
+        truth = class_names[sample["label"]]
+        correct += prediction["label"] == truth
+        print(f"   image {index}: predicted {prediction['label']!r} ({prediction['score']:.2f}), true {truth!r}")
+    print(f"   {type(model).__name__} loaded from {hub.endpoint}/{args.repo_id}")
+    print(
+        f"zero-shot top-1 on {int(metrics['num_samples'])} held-out scenes: {metrics['zero_shot_top1_accuracy']:.3f}"
+        f" (chance {1 / len(class_names):.3f}); top-5 {metrics['zero_shot_top5_accuracy']:.3f}"
+    )
+    print(f"model card: {final_dir / 'README.md'} (also at {hub.endpoint}/{args.repo_id}/resolve/main/README.md)")
+    hub.stop()
+    return {"metrics": metrics, "examples_correct": correct, "uploaded": uploaded}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,439 @@
+"""Fine-tune any hfvision model with an image-classification head, with `transformers.Trainer`.
+
+Works for every checkpoint that `AutoModelForImageClassification` and `AutoImageProcessor` open (a local folder or a
+Hub id; `--trust_remote_code` for checkpoints carrying their own code). The head is re-created when the data set's
+class count differs from the checkpoint's, and `config.id2label` / `label2id` are set from the data set's class
+names. With `--zero_shot_init` a model offering `init_classifier_from_text` (CLIP-style models such as PyramidCLIP)
+starts from its zero-shot classifier, built from the prompts "a photo of a {class name}." tokenised by the
+checkpoint's `AutoProcessor`. The model is evaluated before and after training (top-1 / top-5 accuracy from the
+shipped `zero_shot_accuracy` metric); the final model and its processor are saved with `save_pretrained`
+(safetensors) and the metrics as `eval_results.json` in `--output_dir`.
+
+Data sets (`--dataset`):
+- `fashion_mnist`: the Debian `dataset-fashion-mnist` idx files (`hfvision.data.fashion_mnist`), train / test;
+- `synthetic`: a few hundred seeded colour images whose class is their dominant colour (tests and smoke runs);
+- anything `datasets.load_dataset` opens (a Hub id, a local folder, `imagefolder` with `--data_dir`), with
+  `--image_column` / `--label_column` and `--train_split` / `--eval_split`.
+
+Usage (plain `python` or `accelerate launch`; a YAML file first, or as `--config`, then CLI overrides)::
+
+    python training/finetune_image_classification.py training/configs/finetune_pyramidclip_fashion_mnist.yaml \\
+        --model_name_or_path path/to/pyramidclip-tiny --output_dir runs/pyramidclip-fashion-mnist
+    python training/finetune_image_classification.py --model_name_or_path path/to/checkpoint --dataset synthetic \\
+        --output_dir /tmp/run --max_steps 40 --use_cpu --report_to none
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+import transformers
+import yaml
+from PIL import Image
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    AutoProcessor,
+    EvalPrediction,
+    HfArgumentParser,
+    PreTrainedModel,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+import hfvision  # noqa: F401  (registers hfvision's models with the Auto classes)
+from hfvision.data.fashion_mnist import load_fashion_mnist
+from hfvision.metrics import load_metric
+
+logger = logging.getLogger(__name__)
+
+# Class name -> RGB of the synthetic data set: the six saturated corners of the RGB cube.
+SYNTHETIC_COLOURS = {
+    "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 1.0, 0.0),
+    "blue": (0.0, 0.0, 1.0),
+    "yellow": (1.0, 1.0, 0.0),
+    "cyan": (0.0, 1.0, 1.0),
+    "magenta": (1.0, 0.0, 1.0),
+}
+SYNTHETIC_SIZES = {"train": 384, "eval": 192}
+
+
+@dataclass
+class ModelArguments:
+    """Which checkpoint to fine-tune and how to initialise its head."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "Local folder or Hub id of a checkpoint AutoModelForImageClassification can open."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow the checkpoint's own modeling/processing code (its auto_map)."}
+    )
+    zero_shot_init: bool = field(
+        default=False,
+        metadata={
+            "help": "Initialise the head from class-name prompts (models with `init_classifier_from_text`, e.g. "
+            "PyramidCLIP), using the checkpoint's AutoProcessor tokenizer."
+        },
+    )
+    prompt_template: str = field(
+        default="a photo of a {}.", metadata={"help": "Zero-shot prompt; `{}` is replaced by the class name."}
+    )
+
+
+@dataclass
+class DataArguments:
+    """Which data to train and evaluate on."""
+
+    dataset: str = field(
+        default="fashion_mnist",
+        metadata={"help": "'fashion_mnist', 'synthetic', or a `datasets.load_dataset` path (Hub id, local folder)."},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Config name for `load_dataset`."})
+    data_dir: str | None = field(default=None, metadata={"help": "`data_dir` for `load_dataset` (e.g. imagefolder)."})
+    train_split: str = field(default="train", metadata={"help": "Training split of a `load_dataset` data set."})
+    eval_split: str = field(
+        default="test",
+        metadata={
+            "help": "Evaluation split of a `load_dataset` data set; if absent, `validation`, else a held-out "
+            "`eval_fraction` of the training split."
+        },
+    )
+    eval_fraction: float = field(
+        default=0.1, metadata={"help": "Fraction of the training split held out when no evaluation split exists."}
+    )
+    image_column: str = field(default="image", metadata={"help": "Column holding the images."})
+    label_column: str = field(default="label", metadata={"help": "Column holding the class ids or names."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on at most this many samples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most this many samples."})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Arguments: dataclasses from the CLI, optionally on top of a YAML file
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _yaml_to_cli(path: str) -> list[str]:
+    """Turn a flat YAML mapping into `--key value` arguments (lists become several values, `null` is skipped)."""
+    with open(path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a mapping of argument names to values, got {type(config).__name__}.")
+    cli: list[str] = []
+    for key, value in config.items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            cli += [f"--{key}", *(str(item) for item in value)]
+        elif isinstance(value, dict):
+            cli += [f"--{key}", json.dumps(value)]
+        else:
+            cli += [f"--{key}", str(value)]
+    return cli
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """Parse the three argument dataclasses.
+
+    A YAML file given as the first argument (`script.py config.yaml ...`) or as `--config config.yaml` supplies
+    defaults; the other command-line arguments override it (argparse keeps the last value of an option).
+
+    Args:
+        argv: the arguments after the script name; `None` reads `sys.argv[1:]`.
+
+    Returns:
+        `(model_args, data_args, training_args)`.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    config_path = None
+    if args and args[0].endswith((".yaml", ".yml")):
+        config_path, args = args[0], args[1:]
+    elif "--config" in args:
+        index = args.index("--config")
+        if index + 1 == len(args):
+            raise ValueError("`--config` needs a YAML file path.")
+        config_path, args = args[index + 1], args[:index] + args[index + 2 :]
+    if config_path is not None:
+        args = _yaml_to_cli(config_path) + args
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=args, look_for_args_file=False)
+    return model_args, data_args, training_args
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def make_synthetic_colours(num_images: int, image_size: int = 32, seed: int = 0) -> datasets.Dataset:
+    """Seeded images whose class is their dominant colour, for tests and smoke runs.
+
+    Each image is an 8x8 grid of blocks: about 60% of the blocks take the class colour, the rest a colour drawn
+    uniformly, and every pixel gets Gaussian noise and a per-image brightness, so the class is learnable from colour
+    statistics but no single pixel gives it away.
+
+    Args:
+        num_images: number of rows.
+        image_size: side of the square RGB images (a multiple of 8).
+        seed: seed of the generator; the same seed gives the same images and labels.
+
+    Returns:
+        A `datasets.Dataset` with `image` (PIL RGB) and `label` (a `ClassLabel` over `SYNTHETIC_COLOURS`).
+    """
+    if image_size % 8:
+        raise ValueError(f"`image_size` must be a multiple of 8, got {image_size}.")
+    rng = np.random.default_rng(seed)
+    palette = np.asarray(list(SYNTHETIC_COLOURS.values()), dtype=np.float32)  # (C, 3)
+    labels = rng.integers(0, len(palette), num_images)  # (N,)
+    blocks = rng.uniform(0, 1, (num_images, 8, 8, 3)).astype(np.float32)  # (N, 8, 8, 3) random colours
+    dominant = rng.uniform(0, 1, (num_images, 8, 8)) < 0.6  # (N, 8, 8) blocks painted the class colour
+    blocks[dominant] = palette[np.broadcast_to(labels[:, None, None], dominant.shape)[dominant]]
+    pixels = blocks.repeat(image_size // 8, axis=1).repeat(image_size // 8, axis=2)  # (N, S, S, 3)
+    pixels = pixels * rng.uniform(0.6, 1.0, (num_images, 1, 1, 1)) + rng.normal(0, 0.1, pixels.shape)
+    pixels = (np.clip(pixels, 0, 1) * 255).round().astype(np.uint8)
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=list(SYNTHETIC_COLOURS))}
+    )
+    return datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(image) for image in pixels], "label": labels}, features=features
+    )
+
+
+def load_splits(data_args: DataArguments, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """The training and evaluation splits, limited to `max_train_samples` / `max_eval_samples`.
+
+    Args:
+        data_args: data arguments.
+        seed: seed of the synthetic generator, the held-out split and the training subsample.
+
+    Returns:
+        `(train, eval)` with the image and label columns named in `data_args`.
+    """
+    if data_args.dataset == "fashion_mnist":
+        train = load_fashion_mnist("train", limit=data_args.max_train_samples)
+        evaluation = load_fashion_mnist("test", limit=data_args.max_eval_samples)
+        return train, evaluation  # the idx files are already shuffled: the first rows are a fair subsample
+    if data_args.dataset == "synthetic":
+        train = make_synthetic_colours(data_args.max_train_samples or SYNTHETIC_SIZES["train"], seed=seed)
+        evaluation = make_synthetic_colours(data_args.max_eval_samples or SYNTHETIC_SIZES["eval"], seed=seed + 1)
+        return train, evaluation
+
+    splits = datasets.load_dataset(data_args.dataset, data_args.dataset_config_name, data_dir=data_args.data_dir)
+    if data_args.train_split not in splits:
+        raise ValueError(f"{data_args.dataset} has no split {data_args.train_split!r}; it has {list(splits)}.")
+    train = splits[data_args.train_split]
+    eval_split = next((name for name in (data_args.eval_split, "validation") if name in splits), None)
+    if eval_split is None:
+        held_out = train.train_test_split(test_size=data_args.eval_fraction, seed=seed)
+        train, evaluation = held_out["train"], held_out["test"]
+    else:
+        evaluation = splits[eval_split]
+    for column in (data_args.image_column, data_args.label_column):
+        if column not in train.column_names:
+            raise ValueError(f"{data_args.dataset} has no column {column!r}; it has {train.column_names}.")
+    if data_args.max_train_samples is not None:
+        train = train.shuffle(seed=seed).select(range(min(data_args.max_train_samples, len(train))))
+    if data_args.max_eval_samples is not None:
+        evaluation = evaluation.select(range(min(data_args.max_eval_samples, len(evaluation))))
+    return train, evaluation
+
+
+def label_mapping(
+    train: datasets.Dataset, evaluation: datasets.Dataset, label_column: str
+) -> tuple[list[str], dict[Any, int] | None]:
+    """Class names in label order, and how raw labels map to class ids.
+
+    Args:
+        train: training split.
+        evaluation: evaluation split.
+        label_column: the label column.
+
+    Returns:
+        `(class_names, label_ids)`: for a `ClassLabel` column its names and `None` (the values already are ids);
+        otherwise the sorted distinct values of both splits, as strings, and the value -> id mapping.
+    """
+    feature = train.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names), None
+    values = sorted(set(train.unique(label_column)) | set(evaluation.unique(label_column)))
+    return [str(value) for value in values], {value: index for index, value in enumerate(values)}
+
+
+def make_transform(
+    image_processor: Callable[..., Any], image_column: str, label_column: str, label_ids: dict[Any, int] | None
+) -> Callable[[dict[str, list[Any]]], dict[str, Any]]:
+    """The `with_transform` function: images (as RGB) through the image processor, labels as class ids.
+
+    Args:
+        image_processor: called as `image_processor(images, return_tensors="pt")`, returning `pixel_values`.
+        image_column: column holding PIL images.
+        label_column: column holding labels.
+        label_ids: raw label -> class id, for label columns that are not a `ClassLabel`; `None` keeps them.
+    """
+
+    def transform(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        images = [image.convert("RGB") for image in batch[image_column]]  # grayscale sets -> 3 channels
+        labels = batch[label_column] if label_ids is None else [label_ids[label] for label in batch[label_column]]
+        return {"pixel_values": image_processor(images, return_tensors="pt")["pixel_values"], "labels": labels}
+
+    return transform
+
+
+def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack transformed rows into `pixel_values` `(B, 3, H, W)` and `labels` `(B,)`."""
+    return {
+        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+        "labels": torch.tensor([int(example["labels"]) for example in examples], dtype=torch.long),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def load_model(model_args: ModelArguments, class_names: list[str]) -> PreTrainedModel:
+    """Open the checkpoint with a head over `class_names`, re-created when the class count differs."""
+    id2label = dict(enumerate(class_names))
+    config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code)
+    resize_head = config.num_labels != len(class_names)
+    if resize_head:
+        logger.info("Re-creating the classification head: %d -> %d classes.", config.num_labels, len(class_names))
+    config.id2label, config.label2id = id2label, {name: index for index, name in id2label.items()}
+    return AutoModelForImageClassification.from_pretrained(
+        model_args.model_name_or_path,
+        config=config,
+        ignore_mismatched_sizes=resize_head,
+        trust_remote_code=model_args.trust_remote_code,
+    )
+
+
+def load_processors(model_args: ModelArguments) -> tuple[Any, Any]:
+    """`(image_processor, processor)`: the one the transform calls, and the one saved with the model.
+
+    The saved one is the checkpoint's full `AutoProcessor` (image processor + tokenizer for CLIP-style models) where
+    it has one, so the fine-tuned folder stays as complete as the checkpoint it came from.
+    """
+    image_processor = AutoImageProcessor.from_pretrained(
+        model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
+    )
+    try:
+        processor = AutoProcessor.from_pretrained(
+            model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
+        )
+    except (OSError, ValueError, KeyError):  # no processor/tokenizer files: the image processor is all there is
+        processor = image_processor
+    return image_processor, processor
+
+
+def init_head_from_class_names(
+    model: PreTrainedModel, processor: Any, class_names: list[str], prompt_template: str
+) -> bool:
+    """Set the head to the zero-shot classifier of `class_names`, if the model and processor allow it.
+
+    Args:
+        model: a classification model; used only if it has `init_classifier_from_text`.
+        processor: the checkpoint's `AutoProcessor` (its `tokenizer` tokenises the prompts).
+        class_names: class names, in label order.
+        prompt_template: prompt with one `{}` for the class name.
+
+    Returns:
+        Whether the head was initialised.
+    """
+    tokenizer = getattr(processor, "tokenizer", None)
+    if not hasattr(model, "init_classifier_from_text") or tokenizer is None:
+        logger.warning(
+            "--zero_shot_init ignored: %s has no `init_classifier_from_text` or the checkpoint has no tokenizer.",
+            type(model).__name__,
+        )
+        return False
+    prompts = [prompt_template.format(name) for name in class_names]
+    tokens = tokenizer(prompts, padding=True, truncation=True, return_tensors="pt")
+    model.init_classifier_from_text(tokens["input_ids"], tokens.get("attention_mask"), num_templates=1)
+    logger.info("Head initialised from prompts such as %r.", prompts[0])
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """Fine-tune, evaluating before and after; save the model, its processor and `eval_results.json`.
+
+    Args:
+        argv: command-line arguments (see the module docstring); `None` reads `sys.argv[1:]`.
+
+    Returns:
+        The final metrics: `eval_top1_accuracy`, `eval_top5_accuracy`, `eval_loss`, ... after training and the same
+        measured before training under `eval_init_*` (the zero-shot head's accuracy with `--zero_shot_init`), plus
+        `train_loss` and `train_runtime`.
+    """
+    model_args, data_args, training_args = parse_args(argv)
+    # The transform needs the image column, which Trainer would otherwise drop as unused by `forward`.
+    training_args.remove_unused_columns = False
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+    library_log_level = training_args.get_process_log_level()  # transformers' own level unless --log_level is set
+    datasets.utils.logging.set_verbosity(library_log_level)
+    transformers.utils.logging.set_verbosity(library_log_level)
+    set_seed(training_args.seed)
+
+    # 1. Data and class names.
+    train, evaluation = load_splits(data_args, seed=training_args.seed)
+    class_names, label_ids = label_mapping(train, evaluation, data_args.label_column)
+    logger.info("%d training / %d evaluation images, %d classes.", len(train), len(evaluation), len(class_names))
+
+    # 2. Model, processors, optional zero-shot head.
+    model = load_model(model_args, class_names)
+    image_processor, processor = load_processors(model_args)
+    if model_args.zero_shot_init:
+        init_head_from_class_names(model, processor, class_names, model_args.prompt_template)
+
+    transform = make_transform(image_processor, data_args.image_column, data_args.label_column, label_ids)
+    train, evaluation = train.with_transform(transform), evaluation.with_transform(transform)
+
+    # 3. Metrics: top-1 / top-5 accuracy over the logits.
+    accuracy = load_metric("zero_shot_accuracy")
+
+    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        return accuracy.compute(predictions=logits, references=prediction.label_ids, top_k=(1, 5))
+
+    # 4. Evaluate, train, evaluate.
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        data_collator=collate,
+        compute_metrics=compute_metrics,
+        processing_class=processor,
+    )
+    metrics = trainer.evaluate(metric_key_prefix="eval_init")
+    trainer.log_metrics("eval_init", metrics)
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    metrics |= train_result.metrics
+    metrics |= trainer.evaluate()
+    trainer.log_metrics("eval", metrics)
+
+    # 5. Save: model + processor (safetensors, remote code), trainer state, eval_results.json.
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()
+    trainer.save_metrics("eval", metrics)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
