@@ -37,8 +37,9 @@ test: install data
 test-slow: install data
 	$(PYTHON) -m pytest -q -m slow
 
+# data -> pretrain (accelerate) -> zero-shot eval -> model card -> publish to the local Hub -> load back by repo id
 demo: install data
-	$(VENV)/bin/hfvision demo
+	$(PYTHON) training/demo_pyramidclip.py --output_dir runs/demo_pyramidclip
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

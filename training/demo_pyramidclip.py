@@ -8,7 +8,7 @@
 5. load it back by repo id with `AutoModel` and `pipeline("zero-shot-image-classification")` and print the
    predictions for a few held-out images.
 
-    python training/demo_pyramidclip.py [--output_dir runs/demo] [--max_steps 300]
+    python training/demo_pyramidclip.py [--output_dir runs/demo] [--max_steps 300] [other pretraining flags]
 
 The Hub client variables must be set before `huggingface_hub` is imported, so this file sets them first.
 """
@@ -32,17 +32,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The demo's own flags, and the rest (passed on to the pretraining script)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="runs/demo_pyramidclip")
     parser.add_argument("--max_steps", type=int, default=None, help="override the tiny config's max_steps")
     parser.add_argument("--repo_id", default="org/pyramidclip-tiny")
     parser.add_argument("--num_examples", type=int, default=6, help="held-out images to classify at the end")
-    return parser.parse_args(argv)
+    return parser.parse_known_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    args, training_flags = parse_args(argv)
     output_dir = Path(args.output_dir).resolve()
     port = _free_port()
     # Before any Hugging Face import: point every client (this process and the training launch) at the local Hub.
@@ -74,8 +75,12 @@ def main(argv: list[str] | None = None) -> dict:
     ]  # fmt: skip
     if args.max_steps is not None:
         command += ["--max_steps", str(args.max_steps)]
-    subprocess.run(command, check=True)
+    command += training_flags
     final_dir = run_dir / "final"
+    if (final_dir / "eval_results.json").exists():
+        print(f"   already trained: {final_dir}", flush=True)
+    else:
+        subprocess.run(command, check=True)
     results = json.loads((final_dir / "eval_results.json").read_text())
     metrics = results["metrics"]
 
@@ -84,12 +89,12 @@ def main(argv: list[str] | None = None) -> dict:
     eval_results = [
         {**dataset, "task_type": "zero-shot-image-classification", "task_name": "Zero-shot image classification",
          "dataset_split": "eval", "metric_type": "accuracy", "metric_name": f"Top-{k} accuracy",
-         "metric_config": f"top{k}", "metric_value": metrics[f"zero_shot_top{k}_accuracy"]}
+         "metric_config": f"top{k}", "metric_value": metrics[f"eval/zero_shot_top{k}_accuracy"]}
         for k in (1, 5)
     ] + [
         {**dataset, "task_type": "image-to-text-retrieval", "task_name": "Image-to-text retrieval",
          "dataset_split": "eval", "metric_type": "recall", "metric_name": "Recall@5", "metric_config": "R@5",
-         "metric_value": metrics["image_to_text_recall@5"]}
+         "metric_value": metrics["eval/image_to_text_recall@5"]}
     ]  # fmt: skip
     card = render_model_card(
         "pyramidclip",
@@ -120,8 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"   image {index}: predicted {prediction['label']!r} ({prediction['score']:.2f}), true {truth!r}")
     print(f"   {type(model).__name__} loaded from {hub.endpoint}/{args.repo_id}")
     print(
-        f"zero-shot top-1 on {int(metrics['num_samples'])} held-out scenes: {metrics['zero_shot_top1_accuracy']:.3f}"
-        f" (chance {1 / len(class_names):.3f}); top-5 {metrics['zero_shot_top5_accuracy']:.3f}"
+        f"zero-shot top-1 on {int(metrics['eval/num_samples'])} held-out scenes: "
+        f"{metrics['eval/zero_shot_top1_accuracy']:.3f} (chance {1 / len(class_names):.3f}); "
+        f"top-5 {metrics['eval/zero_shot_top5_accuracy']:.3f}"
     )
     print(f"model card: {final_dir / 'README.md'} (also at {hub.endpoint}/{args.repo_id}/resolve/main/README.md)")
     hub.stop()

@@ -82,6 +82,8 @@ logger = get_logger(__name__)
 CHECKPOINT_PREFIX = "checkpoint-"
 PROMPT_TEMPLATE = "a photo of a {}."
 RECALL_AT = (1, 5, 10)
+OBJECTIVES = ("pyramid", "clip")
+CLIP_INPUTS = ("input_ids", "attention_mask", "pixel_values")
 
 
 # --- arguments -----------------------------------------------------------------------------------------------------
@@ -101,6 +103,13 @@ class ModelArguments:
     )
     tokenizer_name_or_path: str | None = field(
         default=None, metadata={"help": "Tokenizer to use instead of training one on the training captions."}
+    )
+    objective: str = field(
+        default="pyramid",
+        metadata={
+            "help": "pyramid: the PyramidCLIP objective; clip: the baseline, plain CLIP InfoNCE (alpha 0) between the "
+            "global view and the caption, same encoders and data."
+        },
     )
     tokenizer_vocab_size: int = field(default=1000, metadata={"help": "Vocabulary size of the trained tokenizer."})
     tokenizer_train_samples: int = field(
@@ -299,11 +308,17 @@ def build_model(model_args: ModelArguments, vocab_size: int, roi_feature_dim: in
                 f"{roi_feature_dim}-d ones"
             )
         return model
+    if model_args.objective not in OBJECTIVES:
+        raise ValueError(f"`objective` must be one of {OBJECTIVES}, got {model_args.objective!r}")
     vision_overrides = {"roi_feature_dim": roi_feature_dim}
     if model_args.image_size is not None:
         vision_overrides["image_size"] = model_args.image_size
+    objective_overrides = {"softening_alpha": 0.0} if model_args.objective == "clip" else {}
     config = PyramidClipConfig.from_preset(
-        model_args.model_preset, text_config={"vocab_size": vocab_size}, vision_config=vision_overrides
+        model_args.model_preset,
+        text_config={"vocab_size": vocab_size},
+        vision_config=vision_overrides,
+        **objective_overrides,
     )
     return PyramidClipModel(config)
 
@@ -627,7 +642,9 @@ class LossWindow:
 
     def add(self, outputs: Any) -> None:
         for name in ("loss", *LOSS_TERMS):
-            self.sums[name] += float(getattr(outputs, name).detach())
+            value = getattr(outputs, name)
+            if value is not None:  # the clip baseline has no pyramid terms
+                self.sums[name] += float(value.detach())
         self.count += 1
 
     def pop_means(self) -> dict[str, float]:
@@ -656,6 +673,7 @@ def train(
     class_names: list[str] | None,
     args: PretrainingArguments,
     global_step: int,
+    objective: str = "pyramid",
 ) -> dict[str, Any]:
     """The step loop from `global_step` to `args.max_steps`; returns the final metrics."""
     output_dir = Path(args.output_dir)
@@ -675,6 +693,8 @@ def train(
             keys = batch.pop("keys")
             if args.debug_log_keys:
                 consumed_keys += keys
+            if objective == "clip":  # the baseline sees only the global view and the caption
+                batch = {name: batch[name] for name in CLIP_INPUTS}
             with accelerator.accumulate(model):
                 outputs = model(**batch, return_loss=True)
                 accelerator.backward(outputs.loss)
@@ -868,6 +888,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         class_names,
         training_args,
         global_step,
+        objective=model_args.objective,
     )
 
     # 7. Final model, processor and results.
