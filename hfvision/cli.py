@@ -47,12 +47,9 @@ def main(argv: list[str] | None = None) -> None:
         for name in files:
             print(f"  {name}")
     elif args.command == "hub":
-        from hfvision.hub.local_hub import client_env, serve
+        from hfvision.hub.local_hub import serve
 
-        print("Point clients at it with:")
-        for name, value in client_env(f"http://127.0.0.1:{args.port}").items():
-            print(f"  export {name}={value}")
-        serve(args.store, port=args.port)
+        serve(args.store, port=args.port)  # prints the variables clients need
 
 
 if __name__ == "__main__":
