@@ -1,0 +1,1 @@
+"""One folder per method, shaped like transformers' `models/<name>/`; each is self-contained (remote code)."""
