@@ -10,10 +10,26 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForPreTraining,
+    AutoModelForSemanticSegmentation,
     AutoModelForZeroShotImageClassification,
     AutoProcessor,
 )
 
+from .models.lps import (
+    LpsForSemanticSegmentation,
+    LpsImageProcessor,
+    LpsResNetConfig,
+    LpsResNetForImageClassification,
+    LpsResNetModel,
+)
+from .models.mcmae import (
+    McMaeConfig,
+    McMaeForImageClassification,
+    McMaeForPreTraining,
+    McMaeImageProcessor,
+    McMaeModel,
+)
 from .models.pyramidclip import (
     PyramidClipConfig,
     PyramidClipForImageClassification,
@@ -45,10 +61,42 @@ def _register() -> None:
     PyramidClipImageProcessor.register_for_auto_class("AutoImageProcessor")
     PyramidClipProcessor.register_for_auto_class("AutoProcessor")
 
+    AutoConfig.register(McMaeConfig.model_type, McMaeConfig, exist_ok=True)
+    AutoModel.register(McMaeConfig, McMaeModel, exist_ok=True)
+    AutoModelForPreTraining.register(McMaeConfig, McMaeForPreTraining, exist_ok=True)
+    AutoModelForImageClassification.register(McMaeConfig, McMaeForImageClassification, exist_ok=True)
+    AutoImageProcessor.register(McMaeConfig, image_processor_classes={"pil": McMaeImageProcessor}, exist_ok=True)
+    McMaeConfig.register_for_auto_class()
+    McMaeModel.register_for_auto_class("AutoModel")
+    McMaeForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+    McMaeForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+    McMaeImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+    AutoConfig.register(LpsResNetConfig.model_type, LpsResNetConfig, exist_ok=True)
+    AutoModel.register(LpsResNetConfig, LpsResNetModel, exist_ok=True)
+    AutoModelForImageClassification.register(LpsResNetConfig, LpsResNetForImageClassification, exist_ok=True)
+    AutoModelForSemanticSegmentation.register(LpsResNetConfig, LpsForSemanticSegmentation, exist_ok=True)
+    AutoImageProcessor.register(LpsResNetConfig, image_processor_classes={"pil": LpsImageProcessor}, exist_ok=True)
+    LpsResNetConfig.register_for_auto_class()
+    LpsResNetModel.register_for_auto_class("AutoModel")
+    LpsResNetForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+    LpsForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+    LpsImageProcessor.register_for_auto_class("AutoImageProcessor")
+
 
 _register()
 
 __all__ = [
+    "LpsForSemanticSegmentation",
+    "LpsImageProcessor",
+    "LpsResNetConfig",
+    "LpsResNetForImageClassification",
+    "LpsResNetModel",
+    "McMaeConfig",
+    "McMaeForImageClassification",
+    "McMaeForPreTraining",
+    "McMaeImageProcessor",
+    "McMaeModel",
     "PyramidClipConfig",
     "PyramidClipForImageClassification",
     "PyramidClipImageProcessor",

@@ -31,6 +31,14 @@ METHOD_CARD_METADATA: dict[str, dict[str, Any]] = {
         "pipeline_tag": "zero-shot-image-classification",
         "tags": ["vision", "pyramidclip", "clip", "hfvision"],
     },
+    "lps": {
+        "pipeline_tag": "image-classification",
+        "tags": ["vision", "lps", "shift-invariance", "polyphase-sampling", "resnet", "hfvision"],
+    },
+    "mcmae": {
+        "pipeline_tag": "image-classification",
+        "tags": ["vision", "mcmae", "convmae", "masked-image-modeling", "hfvision"],
+    },
 }
 
 _REQUIRED_EVAL_KEYS = ("task_type", "dataset_type", "dataset_name", "metric_type", "metric_value")
