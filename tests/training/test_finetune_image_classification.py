@@ -9,11 +9,8 @@ head not trained, wrong preprocessing) stays near chance (1/6).
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -29,9 +26,9 @@ from hfvision.models.pyramidclip import (
     PyramidClipProcessor,
     clip_tokenizer_from_bpe_file,
 )
+from tests.training.conftest import one_thread
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "training" / "finetune_image_classification.py"
 CONFIG = REPO / "training" / "configs" / "finetune_pyramidclip_fashion_mnist.yaml"
 SEED = 0
 # Measured with seeds 0-3 on 2 CPU cores: top-1 0.11-0.19 before (zero-shot head of a random model), 1.0 after these
@@ -54,19 +51,6 @@ needs_fashion_mnist = pytest.mark.skipif(
     not DEFAULT_FASHION_MNIST_DIR.is_dir(),
     reason=f"{DEFAULT_FASHION_MNIST_DIR} missing: run `apt-get install -y dataset-fashion-mnist`",
 )
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("finetune_image_classification", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and HfArgumentParser resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def finetune() -> ModuleType:
-    return load_script()
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +79,9 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory, finetune, tiny_checkpoint) -> tuple[Path, dict[str, float]]:
     output_dir = tmp_path_factory.mktemp("finetuned")
-    # Ops this small gain nothing from intra-op threads, and on a busy 2-core machine two spinning OpenMP threads
-    # made this run up to ~70x slower (1.3 s vs 96 s of training measured); one thread keeps the test fast anywhere.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         argv = ["--model_name_or_path", str(tiny_checkpoint), "--output_dir", str(output_dir), *TRAIN_ARGS]
         metrics = finetune.main(argv)
-    finally:
-        torch.set_num_threads(threads)
     return output_dir, metrics
 
 

@@ -8,10 +8,7 @@ dominant colour, so a working pipeline learns it in a few dozen steps while a br
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -25,9 +22,8 @@ from hfvision.models.mcmae import (
     McMaeForPreTraining,
     McMaeImageProcessor,
 )
+from tests.training.conftest import one_thread
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "training" / "finetune_image_classification.py"
 SEED = 0
 # Measured with seeds 0-3 on 2 CPU cores (one thread): top-1 0.12-0.20 before (random head), 1.0 after these 60 steps
 # (about 1.5 s of training); seed 0: 0.172 -> 1.0.
@@ -45,19 +41,6 @@ TRAIN_ARGS = [
 ]  # fmt: skip
 
 
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("finetune_image_classification", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and HfArgumentParser resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def finetune() -> ModuleType:
-    return load_script()
-
-
 @pytest.fixture(scope="module")
 def pretraining_checkpoint(tmp_path_factory) -> Path:
     """A saved tiny MCMAE pretraining model (32x32 inputs, token stride 8) and its 32x32 image processor."""
@@ -71,15 +54,9 @@ def pretraining_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory, finetune, pretraining_checkpoint) -> tuple[Path, dict[str, float]]:
     output_dir = tmp_path_factory.mktemp("mcmae-finetuned")
-    # Ops this small gain nothing from intra-op threads, and on a busy 2-core machine spinning OpenMP threads make the
-    # run many times slower; one thread keeps the test fast anywhere (as the PyramidCLIP fine-tuning test).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         argv = ["--model_name_or_path", str(pretraining_checkpoint), "--output_dir", str(output_dir), *TRAIN_ARGS]
         metrics = finetune.main(argv)
-    finally:
-        torch.set_num_threads(threads)
     return output_dir, metrics
 
 

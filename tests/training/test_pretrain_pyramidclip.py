@@ -11,14 +11,12 @@ runs differ before any resume.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -27,6 +25,7 @@ from transformers import AutoModel, AutoProcessor
 
 from hfvision.data import SyntheticScenes
 from hfvision.models.pyramidclip import PyramidClipModel, train_clip_tokenizer
+from tests.training.conftest import load_training_script
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "training" / "pretrain_pyramidclip.py"
@@ -58,14 +57,6 @@ DIST_ARGS = [
     "--logging_steps", "4",
     "--debug_log_keys", "true",
 ]  # fmt: skip
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pretrain_pyramidclip", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and HfArgumentParser resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def _free_port() -> int:
@@ -111,19 +102,9 @@ def uninterrupted_run(tmp_path_factory, tokenizer_dir) -> Path:
     return output_dir
 
 
-@pytest.fixture
-def single_thread():
-    """One intra-op thread, as the launched runs get (OMP_NUM_THREADS=1): with tiny ops, two OpenMP threads on two
-    shared cores spin-wait so much that the run takes many times longer whenever anything else runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_main_in_process_trains_and_saves_a_reloadable_checkpoint(tmp_path, single_thread):
     output_dir = tmp_path / "run"
-    script = load_script()
+    script = load_training_script("pretrain_pyramidclip")
     metrics = script.main(
         [
             *TINY_ARGS,
