@@ -46,3 +46,9 @@ def single_thread() -> Iterator[None]:
 def finetune() -> ModuleType:
     """The generic fine-tuning script, `training/finetune_image_classification.py`."""
     return load_training_script("finetune_image_classification")
+
+
+def run_finetune(finetune: ModuleType, checkpoint: Path, output_dir: Path, args: list[str]) -> dict[str, float]:
+    """The fine-tuning script's `main` on one thread, from `checkpoint` into `output_dir`; returns its metrics."""
+    with one_thread():
+        return finetune.main(["--model_name_or_path", str(checkpoint), "--output_dir", str(output_dir), *args])

@@ -26,7 +26,7 @@ from hfvision.models.pyramidclip import (
     PyramidClipProcessor,
     clip_tokenizer_from_bpe_file,
 )
-from tests.training.conftest import one_thread
+from tests.training.conftest import run_finetune
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "training" / "configs" / "finetune_pyramidclip_fashion_mnist.yaml"
@@ -79,10 +79,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory, finetune, tiny_checkpoint) -> tuple[Path, dict[str, float]]:
     output_dir = tmp_path_factory.mktemp("finetuned")
-    with one_thread():
-        argv = ["--model_name_or_path", str(tiny_checkpoint), "--output_dir", str(output_dir), *TRAIN_ARGS]
-        metrics = finetune.main(argv)
-    return output_dir, metrics
+    return output_dir, run_finetune(finetune, tiny_checkpoint, output_dir, TRAIN_ARGS)
 
 
 def test_training_beats_chance_and_the_zero_shot_start(finetuned):

@@ -22,7 +22,7 @@ from hfvision.models.mcmae import (
     McMaeForPreTraining,
     McMaeImageProcessor,
 )
-from tests.training.conftest import one_thread
+from tests.training.conftest import run_finetune
 
 SEED = 0
 # Measured with seeds 0-3 on 2 CPU cores (one thread): top-1 0.12-0.20 before (random head), 1.0 after these 60 steps
@@ -54,10 +54,7 @@ def pretraining_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory, finetune, pretraining_checkpoint) -> tuple[Path, dict[str, float]]:
     output_dir = tmp_path_factory.mktemp("mcmae-finetuned")
-    with one_thread():
-        argv = ["--model_name_or_path", str(pretraining_checkpoint), "--output_dir", str(output_dir), *TRAIN_ARGS]
-        metrics = finetune.main(argv)
-    return output_dir, metrics
+    return output_dir, run_finetune(finetune, pretraining_checkpoint, output_dir, TRAIN_ARGS)
 
 
 def test_pretraining_checkpoint_opens_as_classifier_with_its_encoder(pretraining_checkpoint):
