@@ -37,9 +37,12 @@ test: install data
 test-slow: install data
 	$(PYTHON) -m pytest -q -m slow
 
-# data -> pretrain (accelerate) -> zero-shot eval -> model card -> publish to the local Hub -> load back by repo id
+# One method's demo: train briefly -> evaluate -> model card -> publish to the local Hub -> load back by repo id.
+#   make demo                 PyramidCLIP (pretraining with accelerate, zero-shot eval)
+#   make demo DEMO=<method>   any method with a training/demo_<method>.py
+DEMO ?= pyramidclip
 demo: install data
-	$(PYTHON) training/demo_pyramidclip.py --output_dir runs/demo_pyramidclip
+	$(PYTHON) training/demo_$(DEMO).py --output_dir runs/demo_$(DEMO)
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -17,19 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from demo_common import REPO, accelerate_launch, start_local_hub, step
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -45,46 +35,30 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> dict:
     args, training_flags = parse_args(argv)
     output_dir = Path(args.output_dir).resolve()
-    port = _free_port()
-    # Before any Hugging Face import: point every client (this process and the training launch) at the local Hub.
-    os.environ.update(
-        HF_ENDPOINT=f"http://127.0.0.1:{port}",
-        HF_HUB_DISABLE_XET="1",
-        HF_TOKEN=os.environ.get("HF_TOKEN", "hf_local"),
-        HF_HUB_DISABLE_TELEMETRY="1",
-        HF_HOME=str(output_dir / "hf_home"),
-    )
+    hub = start_local_hub(output_dir)  # before any Hugging Face import
     from transformers import AutoModel, pipeline
 
     from hfvision.data import load_image_text_stream
     from hfvision.hub.card import render_model_card
-    from hfvision.hub.local_hub import LocalHub
     from hfvision.hub.publish import publish
 
-    hub = LocalHub(output_dir / "hub", port=port).start()
-    print(f"1. local Hub at {hub.endpoint} (store: {output_dir / 'hub'})", flush=True)
-
     run_dir = output_dir / "run"
-    print(f"2. pretraining with accelerate -> {run_dir}", flush=True)
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(REPO / "training" / "pretrain_pyramidclip.py"),
+    step(2, f"pretraining with accelerate -> {run_dir}")
+    launch_args = [
         "--config", str(REPO / "training" / "configs" / "pretrain_pyramidclip_tiny.yaml"),
         "--output_dir", str(run_dir), "--resume_from_checkpoint", "latest",
     ]  # fmt: skip
     if args.max_steps is not None:
-        command += ["--max_steps", str(args.max_steps)]
-    command += training_flags
+        launch_args += ["--max_steps", str(args.max_steps)]
     final_dir = run_dir / "final"
     if (final_dir / "eval_results.json").exists():
         print(f"   already trained: {final_dir}", flush=True)
     else:
-        subprocess.run(command, check=True)
+        accelerate_launch("pretrain_pyramidclip.py", launch_args + training_flags)
     results = json.loads((final_dir / "eval_results.json").read_text())
     metrics = results["metrics"]
 
-    print("3. model card from the measured results", flush=True)
+    step(3, "model card from the measured results")
     dataset = {"dataset_type": "hfvision/synthetic-scenes", "dataset_name": "Synthetic scenes (held-out)"}
     eval_results = [
         {**dataset, "task_type": "zero-shot-image-classification", "task_name": "Zero-shot image classification",
@@ -106,11 +80,11 @@ def main(argv: list[str] | None = None) -> dict:
     card.save(final_dir / "README.md")
     print(f"   {final_dir / 'README.md'}", flush=True)
 
-    print(f"4. publish {final_dir} -> {args.repo_id}", flush=True)
+    step(4, f"publish {final_dir} -> {args.repo_id}")
     uploaded = publish(final_dir, args.repo_id, commit_message="tiny PyramidCLIP from make demo")
     print("   " + " ".join(uploaded), flush=True)
 
-    print(f"5. load {args.repo_id} by repo id and classify held-out scenes", flush=True)
+    step(5, f"load {args.repo_id} by repo id and classify held-out scenes")
     model = AutoModel.from_pretrained(args.repo_id)
     classifier = pipeline("zero-shot-image-classification", model=args.repo_id)
     class_names = json.loads((run_dir / "synthetic_data" / "class_names.json").read_text())
