@@ -46,7 +46,7 @@ from datasets.distributed import split_dataset_by_node
 from datasets.utils.file_utils import xopen
 from PIL import Image
 
-__all__ = ["OUTPUT_FIELDS", "SkipCounter", "load_image_text_stream"]
+__all__ = ["OUTPUT_FIELDS", "SkipCounter", "load_image_stream", "load_image_text_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ OUTPUT_FIELDS: tuple[str, ...] = (
     "boxes",
     "label",
     "object_labels",
+    "keypoints",
     "mismatched",
     "__key__",
 )
@@ -175,10 +176,13 @@ def _decode_image(value: Any) -> Image.Image:
 class _ImageTextNormalizer:
     """The `map` function: one raw example in, one uniform sample out (`image=None` marks a dropped sample)."""
 
-    def __init__(self, image_column: str | None, caption_column: str | None, skip_counter: SkipCounter) -> None:
+    def __init__(
+        self, image_column: str | None, caption_column: str | None, skip_counter: SkipCounter, require_caption: bool
+    ) -> None:
         self.image_column = image_column
         self.caption_column = caption_column
         self.skip_counter = skip_counter
+        self.require_caption = require_caption
 
     def _key(self, example: Mapping[str, Any], image_value: Any) -> str:
         key_column = _first_present(example, _KEY_COLUMNS)
@@ -204,8 +208,10 @@ class _ImageTextNormalizer:
             return sample
         caption = example.get(caption_column) if caption_column else None
         if not isinstance(caption, str) or not caption.strip():
-            self.skip_counter.record_skip("missing_caption", key)
-            return sample
+            if self.require_caption:
+                self.skip_counter.record_skip("missing_caption", key)
+                return sample
+            caption = ""
         try:
             label_column = _first_present(fields, _LABEL_COLUMNS)
             label = int(fields[label_column]) if label_column else -1
@@ -213,6 +219,9 @@ class _ImageTextNormalizer:
             if any(len(box) != 4 for box in boxes):
                 raise ValueError(f"boxes must be [x0, y0, x1, y1], got {fields.get('boxes')}")
             object_labels = [int(value) for value in fields.get("object_labels") or []]
+            keypoints = [[float(coordinate) for coordinate in point] for point in fields.get("keypoints") or []]
+            if any(len(point) != 2 for point in keypoints):
+                raise ValueError(f"keypoints must be [x, y] pairs, got {fields.get('keypoints')}")
         except (TypeError, ValueError) as error:
             self.skip_counter.record_skip("invalid_fields", key, repr(error))
             return sample
@@ -231,6 +240,7 @@ class _ImageTextNormalizer:
             boxes=boxes,
             label=label,
             object_labels=object_labels,
+            keypoints=keypoints,
             mismatched=bool(fields.get("mismatched", False)),
         )
         return sample
@@ -305,6 +315,7 @@ def load_image_text_stream(
     skip_counter: SkipCounter | None = None,
     rank: int | None = None,
     world_size: int | None = None,
+    require_caption: bool = True,
     **load_dataset_kwargs: Any,
 ) -> datasets.IterableDataset:
     """Streams image-text samples with uniform fields, skipping and counting corrupt ones.
@@ -331,6 +342,8 @@ def load_image_text_stream(
         rank: With `world_size`, split the stream with `datasets.distributed.split_dataset_by_node`. Only for loops
             that do NOT pass the DataLoader to `accelerator.prepare`, which shards by itself.
         world_size: Number of processes for `rank`.
+        require_caption: Drop (and count) samples without a caption. `load_image_stream` turns this off for
+            image-only data, where a missing caption becomes "".
         **load_dataset_kwargs: Passed to `datasets.load_dataset` (e.g. `revision`, `token`).
 
     Returns:
@@ -343,6 +356,7 @@ def load_image_text_stream(
         - `boxes`: `list[list[float]]`, shape `(num_boxes, 4)`, `[x0, y0, x1, y1]` pixels; `[]` if none.
         - `label`: int class id; -1 if the source has none.
         - `object_labels`: `list[int]`, class id per box; `[]` if none.
+        - `keypoints`: `list[list[float]]`, shape `(num_keypoints, 2)`, pixel `[x, y]`; `[]` if none.
         - `mismatched`: bool, the caption is known to belong to another image; False when the source does not say.
         - `__key__`: str, the sample key (WebDataset key, `key`/`id` column, image path, or a hash of the bytes).
 
@@ -372,6 +386,18 @@ def load_image_text_stream(
         stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)
 
     skip_counter = skip_counter if skip_counter is not None else SkipCounter()
-    normalizer = _ImageTextNormalizer(image_column, caption_column, skip_counter)
+    normalizer = _ImageTextNormalizer(image_column, caption_column, skip_counter, require_caption)
     stream = stream.map(normalizer).filter(_has_image)
     return stream.select_columns(list(OUTPUT_FIELDS))
+
+
+def load_image_stream(
+    source: str | os.PathLike | Sequence[str | os.PathLike], split: str = "train", **kwargs: Any
+) -> datasets.IterableDataset:
+    """`load_image_text_stream` for image data without captions (pretraining images, keypoint data).
+
+    Same sources, arguments and sample fields; a sample without a caption is kept with `caption=""` (and the text
+    views equal to it) instead of being skipped. Corrupt images and malformed labels, boxes or keypoints are still
+    skipped and counted.
+    """
+    return load_image_text_stream(source, split, require_caption=False, **kwargs)

@@ -78,8 +78,9 @@ def write_shards(
     drawn from `samples`), with a warning.
 
     Args:
-        samples: Dicts with `image` (`PIL.Image.Image`) and `caption` (str); every other field except `__key__` goes
-            into `<key>.json` and must be JSON serialisable (numpy scalars and arrays are converted). An optional
+        samples: Dicts with `image` (`PIL.Image.Image`) and, for image-text data, `caption` (str, written as
+            `<key>.txt`); every other field except `__key__` goes into `<key>.json` and must be JSON serialisable
+            (numpy scalars and arrays are converted). An optional
             `__key__` (letters, digits, `_`, `-`) names the sample; otherwise the key is the 9-digit sample index.
         out_dir: Folder for the tars, created if missing.
         num_shards: Number of tars; must be a positive multiple of `world_size`.
@@ -95,7 +96,7 @@ def write_shards(
         The tar paths as strings, in shard order (ready for `data_files`).
 
     Raises:
-        ValueError: On a bad shard count, format, key, fewer samples than shards, or a sample without image/caption.
+        ValueError: On a bad shard count, format, key, fewer samples than shards, or a sample without an image.
         FileExistsError: If `out_dir` holds tars and `overwrite` is False.
     """
     if num_shards < 1 or world_size < 1 or num_shards % world_size != 0:
@@ -143,8 +144,8 @@ def write_shards(
                     sample = next(sample_iterator)
                 except StopIteration:
                     raise ValueError(f"`samples` ended after {index} samples; expected {num_samples}") from None
-                if "image" not in sample or "caption" not in sample:
-                    raise ValueError(f"sample {index} needs `image` and `caption`, got fields {sorted(sample)}")
+                if "image" not in sample:
+                    raise ValueError(f"sample {index} needs an `image`, got fields {sorted(sample)}")
                 key = str(sample.get("__key__", f"{index:09d}"))
                 if not _KEY_PATTERN.match(key) or key in seen_keys:
                     raise ValueError(f"sample {index} has an invalid or duplicate key {key!r}")
@@ -153,7 +154,8 @@ def write_shards(
                 _add_member(
                     archive, f"{key}.{image_format}", _encode_image(sample["image"], image_format, jpeg_quality)
                 )
-                _add_member(archive, f"{key}.txt", str(sample["caption"]).encode("utf-8"))
+                if "caption" in sample:
+                    _add_member(archive, f"{key}.txt", str(sample["caption"]).encode("utf-8"))
                 metadata = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=_json_default)
                 _add_member(archive, f"{key}.json", metadata.encode("utf-8"))
         os.replace(temporary_path, final_path)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from hfvision.data import OUTPUT_FIELDS, SkipCounter, SyntheticScenes, load_image_text_stream, write_shards
+from hfvision.data import (
+    OUTPUT_FIELDS,
+    SkipCounter,
+    SyntheticScenes,
+    load_image_stream,
+    load_image_text_stream,
+    write_shards,
+)
 
 NUM_SAMPLES, NUM_SHARDS = 48, 4
 
@@ -184,3 +191,21 @@ def test_imagefolder_source(tmp_path):
     samples = list(load_image_text_stream(tmp_path))
     assert sorted(s["caption"] for s in samples) == sorted(s["caption"] for s in scenes)
     assert all(s["image"].size == (32, 32) and s["__key__"].endswith(".png") for s in samples)
+
+
+def test_image_stream_keeps_caption_less_samples_with_keypoints_and_skips_bad_ones(tmp_path):
+    images = [scene["image"] for scene in _scenes()][:3]
+    samples = [
+        {"image": images[0], "keypoints": [[1.5, 2.0], [3.0, 4.25]], "label": 3},
+        {"image": images[1]},
+        {"image": images[2], "keypoints": [[1.0, 2.0, 3.0]]},  # not (x, y) pairs
+    ]
+    write_shards(samples, tmp_path, 1, image_format="png")
+    counter = SkipCounter()
+    out = list(load_image_stream(str(tmp_path), skip_counter=counter))
+    assert [sample["keypoints"] for sample in out] == [[[1.5, 2.0], [3.0, 4.25]], []]
+    assert [sample["caption"] for sample in out] == ["", ""]
+    assert out[0]["label"] == 3 and out[1]["label"] == -1
+    assert counter.by_reason["invalid_fields"] == 1 and counter.num_skipped == 1
+    # The image-text stream still drops the caption-less samples.
+    assert list(load_image_text_stream(str(tmp_path))) == []
