@@ -206,6 +206,6 @@ def test_image_stream_keeps_caption_less_samples_with_keypoints_and_skips_bad_on
     assert [sample["keypoints"] for sample in out] == [[[1.5, 2.0], [3.0, 4.25]], []]
     assert [sample["caption"] for sample in out] == ["", ""]
     assert out[0]["label"] == 3 and out[1]["label"] == -1
-    assert counter.by_reason["invalid_fields"] == 1 and counter.num_skipped == 1
+    assert counter.by_reason()["invalid_fields"] == 1 and counter.num_skipped == 1
     # The image-text stream still drops the caption-less samples.
     assert list(load_image_text_stream(str(tmp_path))) == []
