@@ -1,0 +1,642 @@
+"""The loop every `training/pretrain_*.py` / `train_*.py` script shares: accelerate, streams, exact resume, logging.
+
+A script defines its model, processor and collator, then hands them to these pieces:
+
+- arguments: `StreamDataArguments` / `StreamTrainingArguments` (subclass them for the script's own fields) and
+  `parse_args`, which reads `--config file.yaml` before the command line (the command line wins);
+- `make_accelerator`, `build_optimizer` (AdamW with open_clip's no-decay rule, warmup + cosine);
+- the training stream: the script's `DataLoader` over a `datasets` stream goes through `accelerator.prepare` (each
+  rank gets whole shards), then `TrainStream` turns it into an endless, exactly resumable batch iterator;
+- `resolve_resume_checkpoint` + `resume`: model, optimizer, scheduler, RNG and each rank's stream position;
+- `train`: the step loop (accumulation, clipping, scheduler, logging to trackers and `log_history.jsonl`, progress
+  bar, checkpoints, periodic evaluation through the script's callback, a simulated kill for tests);
+- `save_final`: `save_pretrained` of model + processor and `eval_results.json` into `output_dir/final`.
+
+Why resume is exact (and why not `IterableDataset.state_dict()`, which DESIGN.md suggested): a pass over a rank's
+stream is a pure function of (seed, epoch, the rank's shards): the shuffle order comes from `set_epoch`, and the
+script's collator seeds its random augmentation from the batch's sample keys and the epoch (see `TrainStream`). A
+resumed rank restarts its epoch and drops the batches it had already consumed, so it continues with exactly the batch
+the interrupted run would have seen next. `state_dict()` is inexact with a shuffle buffer > 1 and blind to DataLoader
+workers' progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import datasets
+import torch
+import transformers
+import yaml
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.logging import get_logger
+from accelerate.state import AcceleratorState
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import GradientAccumulationPlugin
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
+
+from .data import SkipCounter
+
+__all__ = [
+    "StreamDataArguments",
+    "StreamPosition",
+    "StreamTrainingArguments",
+    "TrainStream",
+    "batch_seed",
+    "build_optimizer",
+    "exit_cleanly",
+    "find_latest_checkpoint",
+    "finish",
+    "make_accelerator",
+    "parse_args",
+    "resolve_resume_checkpoint",
+    "resume",
+    "run_config",
+    "save_final",
+    "train",
+    "weight_decay_param_groups",
+]
+
+logger = get_logger(__name__)
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+# --- arguments -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StreamDataArguments:
+    """Where the data comes from and how it is batched; scripts subclass this for their own data fields."""
+
+    train_data: str | None = field(
+        default=None, metadata={"help": "Training data: a builder folder, a tar/parquet glob or a Hub dataset id."}
+    )
+    eval_data: str | None = field(default=None, metadata={"help": "Eval data (default: `train_data`)."})
+    train_split: str = field(default="train", metadata={"help": "Split of `train_data`."})
+    eval_split: str = field(default="eval", metadata={"help": "Split of `eval_data`."})
+    shuffle_buffer: int | None = field(
+        default=1000, metadata={"help": "Shuffle buffer of the training stream (1: shard order only)."}
+    )
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per process."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch size."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes per rank."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most this many samples."})
+
+
+@dataclass
+class StreamTrainingArguments:
+    """Optimisation, checkpointing, evaluation and logging of a stream training run."""
+
+    output_dir: str = field(metadata={"help": "Checkpoints, logs and the final model go here."})
+    max_steps: int = field(default=1000, metadata={"help": "Optimizer steps."})
+    learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate."})
+    weight_decay: float = field(
+        default=0.2, metadata={"help": "AdamW weight decay (not on biases, norms, embeddings, logit_scale)."}
+    )
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.98, metadata={"help": "AdamW beta2."})
+    adam_epsilon: float = field(default=1e-6, metadata={"help": "AdamW epsilon."})
+    max_grad_norm: float | None = field(default=None, metadata={"help": "Clip the gradient norm (None: no clip)."})
+    warmup_steps: int = field(default=100, metadata={"help": "Linear warmup steps before the cosine decay."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    mixed_precision: str | None = field(
+        default=None, metadata={"help": "no, fp16 or bf16; default: what `accelerate launch` was given."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of model init, stream shuffling and augmentation."})
+    checkpointing_steps: int | None = field(default=500, metadata={"help": "Save state every N steps (None: never)."})
+    checkpoints_total_limit: int | None = field(default=None, metadata={"help": "Keep at most N checkpoints."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "'latest' (in output_dir; a fresh start if none) or a checkpoint folder."}
+    )
+    eval_steps: int | None = field(default=500, metadata={"help": "Evaluate every N steps (and at the end)."})
+    logging_steps: int = field(default=10, metadata={"help": "Log averaged losses every N steps."})
+    report_to: str = field(
+        default="none", metadata={"help": "Comma-separated accelerate trackers (tensorboard, wandb, ...), all or none."}
+    )
+    debug_log_keys: bool = field(
+        default=False,
+        metadata={"help": "Each rank writes the sample keys it trained on and a hash of its parameters to output_dir."},
+    )
+    stop_after_step: int | None = field(
+        default=None, metadata={"help": "Testing: hard-exit with status 1 right after this step (simulates a kill)."}
+    )
+
+
+def _yaml_to_argv(config_path: str) -> list[str]:
+    """The YAML file's `key: value` pairs as `--key value` flags (placed before the command line, which wins)."""
+    with open(config_path, encoding="utf-8") as handle:
+        values = yaml.safe_load(handle) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {config_path} must hold a mapping of argument names to values")
+    argv = []
+    for name, value in values.items():
+        if value is not None:
+            argv += [f"--{name}", str(value)]
+    return argv
+
+
+def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple[Any, ...]:
+    """Parses `--config file.yaml` (optional) and the flags of `dataclass_types` with `HfArgumentParser`.
+
+    Checks what every stream run needs: `max_steps` and `gradient_accumulation_steps` >= 1.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_parser = argparse.ArgumentParser(add_help=False)
+    config_parser.add_argument("--config")
+    known, rest = config_parser.parse_known_args(argv)
+    if known.config:
+        rest = _yaml_to_argv(known.config) + rest
+    parsed = HfArgumentParser(tuple(dataclass_types)).parse_args_into_dataclasses(args=rest)
+    for value in parsed:
+        if isinstance(value, StreamTrainingArguments) and (
+            value.max_steps < 1 or value.gradient_accumulation_steps < 1
+        ):
+            raise ValueError("`max_steps` and `gradient_accumulation_steps` must be >= 1")
+    return tuple(parsed)
+
+
+# --- setup ---------------------------------------------------------------------------------------------------------
+
+
+def _tracker_names(report_to: str) -> list[str] | None:
+    """accelerate trackers from `--report_to`; requested ones that are not installed are dropped with a warning."""
+    names = [name.strip() for name in report_to.split(",") if name.strip() and name.strip() != "none"]
+    available = {str(tracker) for tracker in get_available_trackers()}
+    missing = [name for name in names if name != "all" and name not in available]
+    if missing:
+        logging.getLogger(__name__).warning("--report_to: %s not installed, not logging there", ", ".join(missing))
+    return [name for name in names if name not in missing] or None
+
+
+def make_accelerator(args: StreamTrainingArguments) -> Accelerator:
+    """The run's `Accelerator` (CPU when no GPU), logging set up, `output_dir` created, seed set.
+
+    Batches are not dispatched from rank 0: every rank reads its own shards. Gradient accumulation is counted by the
+    loop (a stream has no length to sync with).
+    """
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False
+        ),
+        dataloader_config=DataLoaderConfiguration(dispatch_batches=False),
+        log_with=_tracker_names(args.report_to),
+        project_dir=str(output_dir),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if not accelerator.is_main_process:
+        datasets.utils.logging.set_verbosity_error()
+        transformers.utils.logging.set_verbosity_error()
+    logger.info("%s", accelerator.state)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    transformers.set_seed(args.seed)
+    return accelerator
+
+
+def weight_decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups with open_clip's rule: no decay on biases, norms, embeddings, scalars (ndim < 2 or Embedding).
+
+    Frozen parameters are left out.
+    """
+    embedding_weights = {id(module.weight) for module in model.modules() if isinstance(module, nn.Embedding)}
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if not parameter.requires_grad:
+            continue
+        if parameter.ndim < 2 or id(parameter) in embedding_weights:
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(
+    model: nn.Module, args: StreamTrainingArguments, param_groups: list[dict[str, Any]] | None = None
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW over `param_groups` (default: `weight_decay_param_groups`) and linear warmup then cosine decay.
+
+    The scheduler is stepped once per optimizer step by `train`; do not pass it to `accelerator.prepare` (that would
+    step it `num_processes` times per step). `resume` registers it for checkpointing.
+    """
+    optimizer = torch.optim.AdamW(
+        param_groups if param_groups is not None else weight_decay_param_groups(model, args.weight_decay),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+    )
+    return optimizer, get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
+
+
+# --- the training stream -------------------------------------------------------------------------------------------
+
+
+def batch_seed(seed: int, epoch: int, keys: Sequence[str]) -> int:
+    """A seed for one batch's random augmentation: a hash of (run seed, epoch, the batch's sample keys).
+
+    The same batch gets the same augmentation in an uninterrupted run, a resumed one (which replays batches) and with
+    any number of DataLoader workers, while every batch and epoch gets fresh randomness.
+    """
+    return zlib.crc32(json.dumps([seed, epoch, list(keys)]).encode("utf-8"))
+
+
+class EpochAwareCollator(Protocol):
+    """A DataLoader collate_fn with an `epoch` attribute (set by `TrainStream` before each pass) for `batch_seed`.
+
+    Its batches carry the samples' `keys` (a list of str), which the loop pops before calling the model.
+    """
+
+    epoch: int
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+
+@dataclass
+class StreamPosition:
+    """Where one rank is in its training stream; saved per rank in every checkpoint."""
+
+    epoch: int = 0
+    batches_in_epoch: int = 0  # micro-batches this rank has consumed in `epoch`
+    skipped_before_epoch: int = 0  # corrupt samples this rank's stream dropped in earlier epochs
+
+
+class TrainStream:
+    """This rank's endless micro-batch iterator over the prepared DataLoader, restarting the stream each epoch.
+
+    A resumed rank restarts its epoch and drops the batches it had already consumed (`accelerator.skip_first_batches`:
+    they are re-read and re-collated, then discarded). The cost is re-reading up to one epoch of this rank's data.
+    A rank whose stream ends starts it again as a new epoch, so all ranks run exactly `max_steps` steps (skipped
+    corrupt samples leave ranks with unequal counts; stopping at one rank's end would hang the others).
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        loader: DataLoader,
+        collator: EpochAwareCollator,
+        skip_counter: SkipCounter,
+        position: StreamPosition | None = None,
+    ) -> None:
+        self.accelerator = accelerator
+        self.loader = loader
+        self.collator = collator
+        self.skip_counter = skip_counter
+        self.position = position if position is not None else StreamPosition()
+        self._skipped_at_epoch_start = skip_counter.num_skipped
+
+    @property
+    def num_skipped(self) -> int:
+        """Corrupt samples this rank's stream has dropped, over the whole run (resumes included)."""
+        return self.position.skipped_before_epoch + self.skip_counter.num_skipped - self._skipped_at_epoch_start
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        position = self.position
+        while True:
+            self._skipped_at_epoch_start = self.skip_counter.num_skipped
+            self.loader.set_epoch(position.epoch)
+            self.collator.epoch = position.epoch
+            already_consumed = position.batches_in_epoch
+            epoch_loader = (
+                self.accelerator.skip_first_batches(self.loader, already_consumed) if already_consumed else self.loader
+            )
+            for batch in epoch_loader:
+                position.batches_in_epoch += 1
+                yield batch
+            if position.batches_in_epoch == 0:
+                raise RuntimeError(
+                    f"rank {self.accelerator.process_index}'s training stream gave no full batch: it holds fewer "
+                    "samples than `per_device_train_batch_size`"
+                )
+            position.skipped_before_epoch = self.num_skipped
+            position.epoch += 1
+            position.batches_in_epoch = 0
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------------------
+
+
+def _position_file(checkpoint: Path, rank: int) -> Path:
+    return checkpoint / f"stream_position_rank{rank}.json"
+
+
+def _is_complete(checkpoint: Path, world_size: int) -> bool:
+    """Every rank writes its position file after `save_state` finished everywhere, so all of them mark completion."""
+    return all(_position_file(checkpoint, rank).is_file() for rank in range(world_size))
+
+
+def _checkpoint_steps(output_dir: Path) -> list[tuple[int, Path]]:
+    suffixes = ((path.name[len(CHECKPOINT_PREFIX) :], path) for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*"))
+    return sorted((int(suffix), path) for suffix, path in suffixes if suffix.isdigit())
+
+
+def find_latest_checkpoint(output_dir: Path, world_size: int) -> Path | None:
+    """The complete `checkpoint-STEP` folder with the highest step, or None."""
+    complete = [path for _, path in _checkpoint_steps(output_dir) if _is_complete(path, world_size)]
+    return complete[-1] if complete else None
+
+
+def save_checkpoint(
+    accelerator: Accelerator, output_dir: Path, step: int, stream: TrainStream, total_limit: int | None
+) -> Path:
+    """`save_state` (model, optimizer, scheduler, RNG) plus this rank's stream position; prunes old checkpoints."""
+    checkpoint = output_dir / f"{CHECKPOINT_PREFIX}{step}"
+    accelerator.save_state(str(checkpoint))
+    accelerator.wait_for_everyone()
+    # accelerate writes one dataloader state for all ranks (hf_stack.md section 5), so each rank saves its own.
+    state = {
+        **asdict(stream.position),
+        "num_skipped": stream.num_skipped,
+        "step": step,
+        "world_size": accelerator.num_processes,
+        "batch_size": stream.loader.batch_size,
+    }
+    target = _position_file(checkpoint, accelerator.process_index)
+    temporary = target.with_suffix(".tmp")
+    temporary.write_text(json.dumps(state, indent=1) + "\n")
+    os.replace(temporary, target)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and total_limit:
+        for _, stale in _checkpoint_steps(output_dir)[:-total_limit]:
+            shutil.rmtree(stale, ignore_errors=True)
+    return checkpoint
+
+
+def resolve_resume_checkpoint(resume_from_checkpoint: str | None, output_dir: Path, world_size: int) -> Path | None:
+    """The checkpoint to resume from: None (fresh start), the latest in `output_dir`, or the given folder."""
+    if not resume_from_checkpoint:
+        return None
+    if resume_from_checkpoint == "latest":
+        checkpoint = find_latest_checkpoint(output_dir, world_size)
+        if checkpoint is None:
+            logger.warning("--resume_from_checkpoint latest: no complete checkpoint in %s; starting fresh", output_dir)
+        return checkpoint
+    checkpoint = Path(resume_from_checkpoint)
+    if not _is_complete(checkpoint, world_size):
+        raise ValueError(
+            f"{checkpoint} is not a complete checkpoint of a {world_size}-process run (missing "
+            "stream_position_rank*.json; resuming needs the same number of processes)"
+        )
+    return checkpoint
+
+
+def resume(
+    accelerator: Accelerator,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+    checkpoint: Path | None,
+    batch_size: int,
+) -> tuple[int, StreamPosition]:
+    """Registers the scheduler for checkpointing and, given a checkpoint, restores the prepared objects from it.
+
+    Returns this rank's (global step, stream position): (0, start) without a checkpoint.
+    """
+    accelerator.register_for_checkpointing(lr_scheduler)
+    if checkpoint is None:
+        return 0, StreamPosition()
+    accelerator.load_state(str(checkpoint))
+    state = json.loads(_position_file(checkpoint, accelerator.process_index).read_text())
+    if state["world_size"] != accelerator.num_processes:
+        raise ValueError(
+            f"{checkpoint} was saved by {state['world_size']} processes; resume with the same number "
+            f"(now {accelerator.num_processes}) so every rank reads the same shards"
+        )
+    if state["batch_size"] != batch_size:
+        raise ValueError(
+            f"{checkpoint} was saved with per_device_train_batch_size {state['batch_size']}, now {batch_size}: the "
+            "stream position counts batches, so resume with the same batch size"
+        )
+    position = StreamPosition(
+        epoch=state["epoch"],
+        batches_in_epoch=state["batches_in_epoch"],
+        skipped_before_epoch=state["skipped_before_epoch"],
+    )
+    logger.info("resumed from %s at step %d", checkpoint, state["step"])
+    return state["step"], position
+
+
+# --- the loop ------------------------------------------------------------------------------------------------------
+
+
+def parameters_sha256(model: nn.Module) -> str:
+    """SHA-256 over every parameter's bytes, in name order (equal on every rank after a DDP step)."""
+    digest = hashlib.sha256()
+    for name, parameter in sorted(model.named_parameters()):
+        digest.update(name.encode("utf-8"))
+        digest.update(parameter.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class LossWindow:
+    """Running sums of the loss terms (output fields) between two logging steps."""
+
+    def __init__(self, terms: Sequence[str]) -> None:
+        self.terms = ("loss", *terms)
+        self.sums: dict[str, float] = defaultdict(float)
+        self.count = 0
+
+    def add(self, outputs: Any) -> None:
+        for name in self.terms:
+            value = getattr(outputs, name, None)
+            if value is not None:  # e.g. a baseline objective without some terms
+                self.sums[name] += float(value.detach())
+        self.count += 1
+
+    def pop_means(self) -> dict[str, float]:
+        means = {f"train/{name}": total / max(self.count, 1) for name, total in self.sums.items()}
+        self.sums.clear()
+        self.count = 0
+        return means
+
+
+def _append_log(accelerator: Accelerator, output_dir: Path, step: int, values: dict[str, Any]) -> None:
+    """Sends `values` to the trackers and appends them to `output_dir/log_history.jsonl` (main process)."""
+    accelerator.log(values, step=step)
+    if accelerator.is_main_process:
+        with open(output_dir / "log_history.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": step, **values}) + "\n")
+
+
+def _write_debug_files(
+    accelerator: Accelerator, model: nn.Module, output_dir: Path, keys: list[str], enabled: bool
+) -> None:
+    """With `--debug_log_keys`: this rank's consumed sample keys and the SHA-256 of its parameters."""
+    if not enabled:
+        return
+    rank = accelerator.process_index
+    (output_dir / f"keys_rank{rank}.txt").write_text("".join(f"{key}\n" for key in keys))
+    (output_dir / f"params_sha256_rank{rank}.txt").write_text(parameters_sha256(accelerator.unwrap_model(model)))
+
+
+def train(
+    accelerator: Accelerator,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+    stream: TrainStream,
+    args: StreamTrainingArguments,
+    global_step: int,
+    *,
+    forward: Callable[[nn.Module, dict[str, Any]], Any],
+    loss_terms: Sequence[str] = (),
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    extra_logs: Callable[[nn.Module], dict[str, float]] | None = None,
+    description: str = "train",
+) -> dict[str, Any]:
+    """The step loop from `global_step` to `args.max_steps`; returns the final metrics.
+
+    Args:
+        forward: `(model, batch) -> outputs` with `outputs.loss`; the batch is the collator's, minus `keys`.
+        loss_terms: Output fields averaged and logged next to `loss` (`train/<name>`).
+        evaluate: `(unwrapped model) -> metrics`, run on the main process every `eval_steps` and at the end (the
+            model is in training mode when called; switch and restore yourself). Logged as `eval/<name>`.
+        extra_logs: `(unwrapped model) -> values` logged with the losses (e.g. a temperature).
+        description: Label of the progress bar.
+    """
+    output_dir = Path(args.output_dir)
+    window = LossWindow(loss_terms)
+    first_loss, last_logged, eval_metrics = None, {}, {}
+    consumed_keys: list[str] = []
+    batches = iter(stream)
+    progress = tqdm(
+        total=args.max_steps, initial=global_step, desc=description, disable=not accelerator.is_local_main_process
+    )
+    window_start, window_samples = time.perf_counter(), 0
+    model.train()
+    while global_step < args.max_steps:
+        # One optimizer step = gradient_accumulation_steps micro-batches (accelerate syncs on the last one).
+        for _ in range(args.gradient_accumulation_steps):
+            batch = next(batches)
+            keys = batch.pop("keys")
+            window_samples += len(keys)
+            if args.debug_log_keys:
+                consumed_keys += keys
+            with accelerator.accumulate(model):
+                outputs = forward(model, batch)
+                accelerator.backward(outputs.loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                    lr_scheduler.step()
+                optimizer.zero_grad()
+            window.add(outputs)
+        global_step += 1
+        progress.update(1)
+        is_last = global_step == args.max_steps
+
+        if global_step % args.logging_steps == 0 or is_last:
+            # Skip counts and sample counts are per rank, so they are summed.
+            counts = accelerator.reduce(
+                torch.tensor([stream.num_skipped, window_samples], device=accelerator.device), "sum"
+            )
+            last_logged = {
+                **window.pop_means(),
+                "train/learning_rate": lr_scheduler.get_last_lr()[0],
+                "train/epoch": stream.position.epoch,
+                "train/num_skipped_samples": int(counts[0]),
+                "train/samples_per_second": float(counts[1]) / max(time.perf_counter() - window_start, 1e-9),
+                **(extra_logs(accelerator.unwrap_model(model)) if extra_logs else {}),
+            }
+            first_loss = last_logged["train/loss"] if first_loss is None else first_loss
+            _append_log(accelerator, output_dir, global_step, last_logged)
+            progress.set_postfix(loss=f"{last_logged['train/loss']:.4f}")
+            window_start, window_samples = time.perf_counter(), 0
+
+        if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
+            save_checkpoint(accelerator, output_dir, global_step, stream, args.checkpoints_total_limit)
+
+        if (
+            evaluate is not None
+            and accelerator.is_main_process
+            and (is_last or (args.eval_steps and global_step % args.eval_steps == 0))
+        ):
+            eval_metrics = {f"eval/{name}": value for name, value in evaluate(accelerator.unwrap_model(model)).items()}
+            _append_log(accelerator, output_dir, global_step, eval_metrics)
+            logger.info("step %d: %s", global_step, json.dumps(eval_metrics))
+        accelerator.wait_for_everyone()  # the other ranks wait while the main process evaluates
+
+        if args.stop_after_step is not None and global_step == args.stop_after_step:
+            _write_debug_files(accelerator, model, output_dir, consumed_keys, args.debug_log_keys)
+            logger.warning("--stop_after_step %d: exiting without finishing (simulated kill)", global_step)
+            accelerator.wait_for_everyone()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+    progress.close()
+    _write_debug_files(accelerator, model, output_dir, consumed_keys, args.debug_log_keys)
+    return {
+        **eval_metrics,
+        "train/loss_first_window": first_loss if first_loss is not None else math.nan,
+        "train/loss_last_window": last_logged.get("train/loss", math.nan),
+        "train/num_skipped_samples": last_logged.get("train/num_skipped_samples", 0),
+        "global_step": global_step,
+    }
+
+
+# --- the end -------------------------------------------------------------------------------------------------------
+
+
+def save_final(
+    accelerator: Accelerator,
+    model: nn.Module,
+    processor: Any,
+    output_dir: Path,
+    metrics: dict[str, Any],
+    run_config: dict[str, Any],
+) -> Path:
+    """On the main process: `save_pretrained` of model and processor (safetensors) plus `eval_results.json`.
+
+    Returns `output_dir/final`.
+    """
+    final_dir = Path(output_dir) / "final"
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(final_dir)
+        processor.save_pretrained(final_dir)
+        results = {"global_step": metrics.get("global_step"), "metrics": metrics, "config": run_config}
+        (final_dir / "eval_results.json").write_text(json.dumps(results, indent=1) + "\n")
+        logger.info("final model in %s: %s", final_dir, json.dumps(metrics))
+    accelerator.wait_for_everyone()
+    return final_dir
+
+
+def finish(accelerator: Accelerator) -> None:
+    """Ends the trackers; a one-process run also resets accelerate's state so a later in-process run can start."""
+    accelerator.end_training()
+    if accelerator.num_processes == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def run_config(*arguments: Any) -> dict[str, Any]:
+    """The run's arguments (dataclasses) as one flat dict, for trackers and `eval_results.json`."""
+    merged: dict[str, Any] = {}
+    for value in arguments:
+        merged.update(asdict(value))
+    return merged
+
+
+def exit_cleanly() -> None:
+    """Exit after a script's `main`: a clean interpreter shutdown after gloo/DDP intermittently aborts (SIGABRT;
+    hf_stack.md section 5), so flush and leave with `os._exit(0)`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
