@@ -12,12 +12,13 @@ mode ``"L"`` image, so building the 60k-row set takes well under a second and no
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import datasets
 import numpy as np
 
-__all__ = ["DEFAULT_FASHION_MNIST_DIR", "FASHION_MNIST_CLASS_NAMES", "load_fashion_mnist"]
+__all__ = ["DEFAULT_FASHION_MNIST_DIR", "FASHION_MNIST_CLASS_NAMES", "build_fashion_mnist", "load_fashion_mnist"]
 
 DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 # Label order of the official README (label 0 = "T-shirt/top", ..., 9 = "Ankle boot").
@@ -112,3 +113,68 @@ def load_fashion_mnist(
         features=features,
         split=datasets.Split.TRAIN if split == "train" else datasets.Split.TEST,
     )
+
+
+def build_fashion_mnist(
+    out_dir: str | Path,
+    num_train: int | None = None,
+    num_eval: int | None = None,
+    num_shards: int = 4,
+    *,
+    world_size: int = 1,
+    data_dir: str | Path = DEFAULT_FASHION_MNIST_DIR,
+    overwrite: bool = False,
+) -> dict[str, list[str]]:
+    """Writes Fashion-MNIST as parquet shards for the training streams (`hfvision.data.load_image_stream`).
+
+    Layout: `out_dir/train/*.parquet` (the first `num_train` training images), `out_dir/eval/*.parquet` (the first
+    `num_eval` test images) and `out_dir/class_names.json`; images stay the lossless PGM bytes of `load_fashion_mnist`,
+    and each row's `key` ("train-00042", "test-00007") names the sample in the stream.
+
+    Args:
+        out_dir: Output folder.
+        num_train: Training images (None: all 60,000); the remainder of `num_train % num_shards` is dropped so every
+            shard holds the same count.
+        num_eval: Eval images from the test split (None: all 10,000), in `world_size` shards.
+        num_shards: Training shards, a positive multiple of `world_size` (each rank streams whole shards).
+        world_size: Number of training processes.
+        data_dir: Folder of the idx files.
+        overwrite: Replace parquet files already in the split folders.
+
+    Returns:
+        `{"train": [parquet paths], "eval": [parquet paths]}`.
+
+    Raises:
+        ValueError: On a bad shard count, or more shards than images.
+        FileExistsError: If a split folder holds parquet files and `overwrite` is False.
+    """
+    if num_shards < 1 or world_size < 1 or num_shards % world_size != 0:
+        raise ValueError(
+            f"`num_shards` must be a positive multiple of `world_size`, got num_shards={num_shards}, "
+            f"world_size={world_size}"
+        )
+    out_dir = Path(out_dir)
+    paths: dict[str, list[str]] = {}
+    for split, source_split, limit, shards in (
+        ("train", "train", num_train, num_shards),
+        ("eval", "test", num_eval, world_size),
+    ):
+        dataset = load_fashion_mnist(source_split, limit=limit, data_dir=data_dir)
+        dataset = dataset.add_column("key", [f"{source_split}-{index:05d}" for index in range(len(dataset))])
+        per_shard = len(dataset) // shards
+        if per_shard == 0:
+            raise ValueError(f"{len(dataset)} {split} images cannot fill {shards} shards")
+        folder = out_dir / split
+        folder.mkdir(parents=True, exist_ok=True)
+        existing = sorted(folder.glob("*.parquet"))
+        if existing and not overwrite:
+            raise FileExistsError(f"{folder} already holds parquet files; pass overwrite=True to replace them")
+        for stale in existing:
+            stale.unlink()
+        paths[split] = []
+        for index in range(shards):
+            path = folder / f"{index:05d}.parquet"
+            dataset.select(range(index * per_shard, (index + 1) * per_shard)).to_parquet(str(path))
+            paths[split].append(str(path))
+    (out_dir / "class_names.json").write_text(json.dumps(list(FASHION_MNIST_CLASS_NAMES), indent=1) + "\n")
+    return paths

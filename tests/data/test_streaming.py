@@ -10,6 +10,7 @@ from hfvision.data import (
     OUTPUT_FIELDS,
     SkipCounter,
     SyntheticScenes,
+    fashion_mnist,
     load_image_stream,
     load_image_text_stream,
     write_shards,
@@ -209,3 +210,16 @@ def test_image_stream_keeps_caption_less_samples_with_keypoints_and_skips_bad_on
     assert counter.by_reason()["invalid_fields"] == 1 and counter.num_skipped == 1
     # The image-text stream still drops the caption-less samples.
     assert list(load_image_text_stream(str(tmp_path))) == []
+
+
+def test_fashion_mnist_shards_stream_every_image_with_its_label(tmp_path):
+    if not fashion_mnist.DEFAULT_FASHION_MNIST_DIR.is_dir():
+        pytest.skip("Debian package dataset-fashion-mnist is not installed (`make data`)")
+    paths = fashion_mnist.build_fashion_mnist(tmp_path, num_train=103, num_eval=20, num_shards=2, world_size=2)
+    assert [len(paths["train"]), len(paths["eval"])] == [2, 2]
+    samples = list(load_image_stream(str(tmp_path), split="train"))
+    reference = fashion_mnist.load_fashion_mnist("train", limit=102)  # 103 // 2 shards * 2: the remainder dropped
+    assert [sample["__key__"] for sample in samples] == [f"train-{index:05d}" for index in range(102)]
+    assert [sample["label"] for sample in samples] == reference["label"]
+    assert samples[5]["image"].convert("L").tobytes() == reference[5]["image"].tobytes()
+    assert json.loads((tmp_path / "class_names.json").read_text())[0] == "T-shirt/top"
