@@ -1,9 +1,10 @@
 """Pretraining speed and size of MCMAE (ConvMAE) against transformers' ViTMAEForPreTraining, in one process.
 
-Comparable sizes follow the paper's pairing (ConvMAE-B against MAE's ViT-B/16): the ViTMAE encoder takes the width,
-heads and MLP ratio of MCMAE's transformer stage and 12 blocks where MCMAE has 11 (its conv stages, 2 + 2 blocks,
-stand in for the 12th block and the patch embedding), which gives both encoders about the same parameter count; both
-get the same MAE decoder, token stride, mask ratio, `norm_pix_loss` and attention implementation (SDPA).
+Comparable sizes follow the paper's pairing (ConvMAE-B against MAE's ViT-B/16), as `matching_vitmae_config` builds
+it: the ViTMAE encoder takes the width, heads and MLP ratio of MCMAE's transformer stage and 12 blocks where MCMAE has
+11 (its conv stages, 2 + 2 blocks, stand in for the 12th block and the patch embedding), which gives both encoders
+about the same parameter count; both get the same MAE decoder, token stride, mask ratio, `norm_pix_loss` and
+attention implementation (SDPA).
 
     --size small   mcmae-small (widths 128/256/384, depths 2/2/11, 6 heads)  vs  ViT-S/16 MAE (384 wide, 12 blocks)
     --size base    mcmae-base  (widths 256/384/768, depths 2/2/11, 12 heads) vs  ViT-B/16 MAE (768 wide, 12 blocks)
@@ -31,9 +32,9 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from transformers import ViTMAEConfig, ViTMAEForPreTraining
+from transformers import ViTMAEForPreTraining
 
-from hfvision.models.mcmae import McMaeConfig, McMaeForPreTraining
+from hfvision.models.mcmae import McMaeConfig, McMaeForPreTraining, matching_vitmae_config
 
 SIZES = {"tiny": "mcmae-tiny", "small": "mcmae-small", "base": "mcmae-base"}
 
@@ -44,23 +45,7 @@ def build(size: str, image_size: int | None, mask_ratio: float) -> tuple[McMaeFo
     if image_size is not None:
         overrides["image_size"] = image_size
     mcmae_config = McMaeConfig.from_preset(SIZES[size], **overrides)
-    vitmae_config = ViTMAEConfig(
-        image_size=mcmae_config.image_size,
-        patch_size=mcmae_config.patch_size,
-        num_channels=mcmae_config.num_channels,
-        hidden_size=mcmae_config.hidden_size,
-        num_hidden_layers=mcmae_config.depths[2] + 1,
-        num_attention_heads=mcmae_config.num_attention_heads,
-        intermediate_size=int(mcmae_config.hidden_size * mcmae_config.mlp_ratios[2]),
-        qkv_bias=mcmae_config.qkv_bias,
-        layer_norm_eps=mcmae_config.layer_norm_eps,
-        decoder_hidden_size=mcmae_config.decoder_hidden_size,
-        decoder_num_hidden_layers=mcmae_config.decoder_num_hidden_layers,
-        decoder_num_attention_heads=mcmae_config.decoder_num_attention_heads,
-        decoder_intermediate_size=mcmae_config.decoder_intermediate_size,
-        mask_ratio=mask_ratio,
-        norm_pix_loss=True,
-    )
+    vitmae_config = matching_vitmae_config(mcmae_config)
     return (
         McMaeForPreTraining._from_config(mcmae_config, attn_implementation="sdpa"),
         ViTMAEForPreTraining._from_config(vitmae_config, attn_implementation="sdpa"),

@@ -320,9 +320,16 @@ class TrainStream:
             epoch_loader = (
                 self.accelerator.skip_first_batches(self.loader, already_consumed) if already_consumed else self.loader
             )
-            for batch in epoch_loader:
+            batches = iter(epoch_loader)
+            # Starting a DataLoader pass draws a base seed from the global RNG, and a resumed run starts one pass
+            # more than the run it continues; isolating that draw keeps the model's own random draws (masks,
+            # dropout) identical to the uninterrupted run's. So collators must not use the global RNG (`batch_seed`).
+            with torch.random.fork_rng(devices=[]):
+                batch = next(batches, None)
+            while batch is not None:
                 position.batches_in_epoch += 1
                 yield batch
+                batch = next(batches, None)
             if position.batches_in_epoch == 0:
                 raise RuntimeError(
                     f"rank {self.accelerator.process_index}'s training stream gave no full batch: it holds fewer "

@@ -48,6 +48,7 @@ from transformers import (
     PreTrainedModel,
     Trainer,
     TrainingArguments,
+    ViTConfig,
     set_seed,
 )
 
@@ -306,6 +307,12 @@ def load_model(model_args: ModelArguments, class_names: list[str]) -> PreTrained
     """Open the checkpoint with a head over `class_names`, re-created when the class count differs."""
     id2label = dict(enumerate(class_names))
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code)
+    if config.model_type == "vit_mae":
+        # transformers has no ViTMAE classifier: an MAE checkpoint fine-tunes as ViT, whose parameter names its
+        # encoder shares (`vit.embeddings.*`, `vit.encoder.*`, `vit.layernorm`); the MAE decoder is dropped.
+        vit_fields = ViTConfig().to_dict().keys() - {"model_type", "architectures", "transformers_version"}
+        config = ViTConfig(**{name: value for name, value in config.to_dict().items() if name in vit_fields})
+        config.num_labels = 0  # forces a new head below
     resize_head = config.num_labels != len(class_names)
     if resize_head:
         logger.info("Re-creating the classification head: %d -> %d classes.", config.num_labels, len(class_names))

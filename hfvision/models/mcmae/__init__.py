@@ -1,6 +1,6 @@
 """MCMAE (ConvMAE): masked convolution meets masked autoencoders (arXiv 2205.03892)."""
 
-from .configuration_mcmae import McMaeConfig
+from .configuration_mcmae import McMaeConfig, matching_vitmae_config
 from .image_processing_mcmae import McMaeImageProcessor
 from .modeling_mcmae import (
     McMaeForImageClassification,
@@ -20,4 +20,5 @@ __all__ = [
     "McMaeModel",
     "McMaeModelOutput",
     "McMaePreTrainedModel",
+    "matching_vitmae_config",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
+from transformers import PreTrainedConfig, ViTMAEConfig
 
 # Every Auto class a saved checkpoint opens as remote code (`trust_remote_code=True`); processors carry their own map.
 AUTO_MAP = {
@@ -169,4 +169,31 @@ class McMaeConfig(PreTrainedConfig):
         return cls(**{**cls.PRESETS[name], **overrides})
 
 
-__all__ = ["McMaeConfig"]
+def matching_vitmae_config(config: McMaeConfig) -> ViTMAEConfig:
+    """The plain MAE (transformers' `ViTMAEConfig`) of comparable size: the paper's baseline for `config`.
+
+    The paper pairs ConvMAE-B with MAE's ViT-B/16: the ViTMAE encoder takes the width, heads, MLP ratio and token
+    stride of MCMAE's transformer stage and one block more (MCMAE's conv stages stand in for the 12th block and the
+    patch embedding), which gives both encoders about the same parameter count; the decoder, mask ratio and
+    `norm_pix_loss` are the same.
+    """
+    return ViTMAEConfig(
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        num_channels=config.num_channels,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.depths[2] + 1,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=int(config.hidden_size * config.mlp_ratios[2]),
+        qkv_bias=config.qkv_bias,
+        layer_norm_eps=config.layer_norm_eps,
+        decoder_hidden_size=config.decoder_hidden_size,
+        decoder_num_hidden_layers=config.decoder_num_hidden_layers,
+        decoder_num_attention_heads=config.decoder_num_attention_heads,
+        decoder_intermediate_size=config.decoder_intermediate_size,
+        mask_ratio=config.mask_ratio,
+        norm_pix_loss=config.norm_pix_loss,
+    )
+
+
+__all__ = ["McMaeConfig", "matching_vitmae_config"]
