@@ -39,6 +39,8 @@ PROCESSOR_FILES = (
     "generation_config.json",
 )
 WEIGHT_INDEX_FILE = "model.safetensors.index.json"
+# Pictures the model card shows (reconstruction grids, keypoint overlays, consistency plots), at the folder's top level.
+CARD_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
 # Pickle-based weight files: refused, because loading them runs arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # Pickles that Trainer writes beside the model but that hold no weights; never uploaded, so not refused either.
@@ -113,7 +115,8 @@ def build_hub_folder(checkpoint_dir: str | Path, out_dir: str | Path, card: Mode
     Copied: config.json; `*.safetensors` (and the shard index); processor and tokenizer files
     (`PROCESSOR_FILES` that exist); the `.py` files named by `auto_map` / `custom_pipelines` in config.json and the
     processor/tokenizer configs, with the sibling files they import; README.md, written from `card` when given, else
-    copied from the checkpoint if it has one. Only top-level files are considered; anything else (optimizer states,
+    copied from the checkpoint if it has one; images for the card (`CARD_IMAGE_SUFFIXES`). Only top-level files are
+    considered; anything else (optimizer states,
     `training_args.bin`, logs) stays behind.
 
     Args:
@@ -155,6 +158,7 @@ def build_hub_folder(checkpoint_dir: str | Path, out_dir: str | Path, card: Mode
         to_copy.append(WEIGHT_INDEX_FILE)
     if card is None and "README.md" in top_level:
         to_copy.append("README.md")
+    to_copy += [name for name in top_level if name.lower().endswith(CARD_IMAGE_SUFFIXES)]
 
     out.mkdir(parents=True, exist_ok=True)
     for name in dict.fromkeys(to_copy):

@@ -188,6 +188,9 @@ def checkpoint(tmp_path: Path) -> Path:
     (directory / "unrelated_script.py").write_text("print('not remote code')\n")
     (directory / "training_args.bin").write_bytes(b"pickled TrainingArguments, not weights")
     (directory / "trainer_state.json").write_text("{}")
+    (directory / "samples.png").write_bytes(b"\x89PNG picture the card shows")
+    (directory / "logs").mkdir()
+    (directory / "logs" / "curve.png").write_bytes(b"\x89PNG not top level")
     return directory
 
 
@@ -201,6 +204,7 @@ EXPECTED_FILES = [
     "modeling_toy.py",
     "pipeline_toy.py",
     "preprocessor_config.json",
+    "samples.png",
 ]
 
 
