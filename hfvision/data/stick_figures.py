@@ -59,7 +59,7 @@ _LEG, _TORSO, _NECK_LENGTH, _HEAD_RADIUS, _ARM = 0.45, 0.33, 0.13, 0.09, 0.36
 _LENGTH_JITTER = 0.1
 # Joint-angle limits in degrees. Arms and legs are measured from the torso's "down" direction, towards their own side.
 _TORSO_LEAN, _HEAD_TILT, _ARM_RANGE, _LEG_RANGE = 15.0, 25.0, (10.0, 170.0), (-5.0, 45.0)
-# Smallest RGB distance between the figure's colour and each background colour, so the figure always stands out.
+# Smallest RGB distance between the figure's colour and any blend of the background colours, so the figure stands out.
 _MIN_CONTRAST = 110.0
 _NOISE_CELLS = (3, 9)  # coarse grid sizes of the noise texture, upsampled to the image
 _PIXEL_NOISE = 4.0  # amplitude of the fine per-pixel noise on every background
@@ -74,15 +74,13 @@ def _unit(angle_degrees: np.ndarray | float) -> np.ndarray:
 
 
 def _segment_distance(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Distances (S, P) from P points (P, 2) to S segments given by their end points (S, 2)."""
-    # x and y handled as separate (S, P) planes: reductions over a trailing axis of length 2 are slow in numpy.
-    point_x, point_y = points[None, :, 0], points[None, :, 1]
-    start_x, start_y = starts[:, 0:1], starts[:, 1:2]
-    direction_x, direction_y = ends[:, 0:1] - start_x, ends[:, 1:2] - start_y
-    length_squared = np.maximum(direction_x**2 + direction_y**2, 1e-12)  # a zero-length bone is its start point
-    offset_x, offset_y = point_x - start_x, point_y - start_y
-    along = np.clip((offset_x * direction_x + offset_y * direction_y) / length_squared, 0.0, 1.0)  # (S, P)
-    return np.hypot(offset_x - along * direction_x, offset_y - along * direction_y)
+    """Distances (S, P) from P points (P, D) to S segments given by their end points (S, D)."""
+    # One (S, P) plane per coordinate: reductions over a short trailing axis are slow in numpy.
+    offsets = [points[None, :, axis] - starts[:, axis : axis + 1] for axis in range(points.shape[1])]
+    directions = [ends[:, axis : axis + 1] - starts[:, axis : axis + 1] for axis in range(points.shape[1])]
+    length_squared = np.maximum(sum(d**2 for d in directions), 1e-12)  # a zero-length segment is its start point
+    along = np.clip(sum(o * d for o, d in zip(offsets, directions, strict=True)) / length_squared, 0.0, 1.0)
+    return np.sqrt(sum((o - along * d) ** 2 for o, d in zip(offsets, directions, strict=True)))
 
 
 class StickFigures:
@@ -245,9 +243,11 @@ class StickFigures:
         background_colours = rng.uniform(0.0, 255.0, size=(2, 3))
         if kind == "flat":
             background_colours[1] = background_colours[0]
-        # Rejection-sample a figure colour far from both background colours (succeeds within a few draws).
+        # Rejection-sample a figure colour far from every blend of the two background colours (the RGB segment
+        # between them); this succeeds within a few draws.
+        blend_start, blend_end = background_colours[:1], background_colours[1:]
         figure_colour = rng.uniform(0.0, 255.0, size=3)
-        while np.linalg.norm(background_colours - figure_colour, axis=1).min() < _MIN_CONTRAST:
+        while _segment_distance(figure_colour[None], blend_start, blend_end)[0, 0] < _MIN_CONTRAST:
             figure_colour = rng.uniform(0.0, 255.0, size=3)
         background = self._background(rng, kind, background_colours)
 

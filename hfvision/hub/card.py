@@ -39,6 +39,10 @@ METHOD_CARD_METADATA: dict[str, dict[str, Any]] = {
         "pipeline_tag": "image-classification",
         "tags": ["vision", "mcmae", "convmae", "masked-image-modeling", "hfvision"],
     },
+    "autolink": {
+        "pipeline_tag": "keypoint-detection",
+        "tags": ["vision", "autolink", "keypoint-detection", "self-supervised", "skeleton", "hfvision"],
+    },
 }
 
 _REQUIRED_EVAL_KEYS = ("task_type", "dataset_type", "dataset_name", "metric_type", "metric_value")
