@@ -1,0 +1,59 @@
+"""training/train_autolink.py on seeded stick figures: the real `main([...])` in process, tiny preset at 32 pixels."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModel, pipeline
+
+from hfvision.models.autolink import AutoLinkModel
+from tests.training.conftest import load_training_script, one_thread
+
+TINY_ARGS = [
+    "--stick_figures", "--stick_figures_num_train", "128", "--stick_figures_num_eval", "32",
+    "--stick_figures_image_size", "32", "--model_preset", "autolink-tiny", "--num_keypoints", "7",
+    "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "16", "--shuffle_buffer", "32",
+    "--learning_rate", "3e-3", "--warmup_steps", "1", "--logging_steps", "2", "--seed", "0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("autolink")
+    script = load_training_script("train_autolink")
+    with one_thread():
+        metrics = script.main([*TINY_ARGS, "--output_dir", str(output_dir), "--max_steps", "8", "--eval_steps", "8"])
+    return output_dir, metrics
+
+
+def test_training_evaluates_keypoints_and_skeleton_against_ground_truth(trained):
+    output_dir, metrics = trained
+    assert metrics["eval/num_samples"] == 32
+    assert metrics["eval/keypoint_nme"] > 0 and 0 < metrics["eval/mean_pose_nme"] < 1
+    assert 0 <= metrics["eval/edge_precision"] <= 1 and metrics["eval/spanning_tree_match"] in (0.0, 1.0)
+    assert metrics["train/loss_last_window"] < metrics["train/loss_first_window"]
+    results = json.loads((output_dir / "final" / "eval_results.json").read_text())
+    assert results["metrics"]["eval/keypoint_nme"] == metrics["eval/keypoint_nme"]
+    log = [json.loads(line) for line in (output_dir / "log_history.jsonl").read_text().splitlines()]
+    assert {"train/l1_loss", "train/ssim_loss", "train/max_edge_weight"} <= set(log[0])
+
+
+def test_final_checkpoint_loads_by_auto_class_and_pipeline_and_draws_the_skeleton(trained):
+    output_dir, _ = trained
+    final = output_dir / "final"
+    model = AutoModel.from_pretrained(final)
+    assert isinstance(model, AutoLinkModel)
+    with torch.no_grad():
+        keypoints = model(pixel_values=torch.zeros(1, 3, 32, 32)).keypoints
+    assert keypoints.shape == (1, 7, 2) and keypoints.abs().max() <= 1
+    detector = pipeline("keypoint-detection", model=str(final))
+    image = Image.new("RGB", (48, 40), (30, 90, 160))
+    (result,) = detector([image])
+    points = torch.tensor(result["keypoints"])  # pixel (x, y) inside the 48 x 40 image
+    assert points.shape == (7, 2) and points.min() >= 0
+    assert points[:, 0].max() <= 47 and points[:, 1].max() <= 39
+    with Image.open(final / "keypoints.png") as strip:  # 8 held-out 32-pixel figures side by side
+        assert strip.size == (8 * 34 + 2, 36)

@@ -1,0 +1,354 @@
+"""Train AutoLink (He, Wandt, Rhodin; CVPR 2022, arXiv 2205.10636) on an image stream with Accelerate.
+
+Self-supervised: the only signal is restoring an 80%-masked image from the edge map of the detected keypoints and
+the learned graph. Usage (one or many processes, CPU or GPUs; a YAML file gives defaults, flags override them)::
+
+    accelerate launch training/train_autolink.py --config training/configs/train_autolink_stick_figures.yaml
+    python training/train_autolink.py --train_data path/to/faces_imagefolder --model_preset autolink-faces \
+        --output_dir runs/autolink-faces
+    # the no-graph ablation: the decoder gets an all-zero edge map, so the detector never gets a gradient
+    python training/train_autolink.py --config training/configs/train_autolink_stick_figures.yaml --use_edge_map false
+
+What it does:
+1. data: `--stick_figures` first writes seeded articulated stick figures (`hfvision.data.build_stick_figures`:
+   known skeleton, ground-truth keypoints) into `output_dir/stick_figures_data`; otherwise `--train_data` /
+   `--eval_data` name an image folder, tar/parquet globs or a Hub id read by `hfvision.data.load_image_stream`
+   (ground-truth `keypoints` in the samples are used for evaluation only, never for training);
+2. model from a preset (`--model_preset`, overrides `--num_keypoints` / `--edge_thickness` / `--image_size`) or a
+   checkpoint; the paper's optimiser: AdamW, lr 1e-4, weight decay 1e-3 on every parameter (the graph's x512
+   reparametrisation lives in the model), here with warmup + cosine;
+3. each batch: the processor's resize + [-1, 1] normalisation, the paper's random horizontal flip, and the block
+   mask's noise, all seeded by the batch's sample keys (`hfvision.training.batch_seed`), so resume is exact;
+4. the shared loop of `hfvision.training` (accumulation, mixed precision, checkpoints, resume, progress, trackers);
+5. every `eval_steps` and at the end, on the eval split (with ground truth): the reconstruction loss with fixed
+   masks, the keypoint error after a linear regression to the true joints (`keypoint_regression_error`; first half
+   fits, second half scores; normalised by the figure's box diagonal) and how many of the graph's strongest edges are
+   true bones (`skeleton_recovery`, with the bones of the data folder's `skeleton.json`);
+6. at the end: `save_pretrained` of model + processor into `output_dir/final` with `eval_results.json` and
+   `keypoints.png`, held-out images with their keypoints and the learned skeleton drawn on them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+
+import hfvision  # noqa: F401  (registers AutoLink with the Auto classes)
+from hfvision import training
+from hfvision.data import SkipCounter, build_stick_figures, load_image_stream
+from hfvision.metrics import load_metric
+from hfvision.models.autolink import (
+    AutoLinkConfig,
+    AutoLinkForSelfSupervisedKeypoints,
+    AutoLinkImageProcessor,
+    draw_keypoints,
+)
+from hfvision.training import StreamDataArguments, StreamTrainingArguments
+
+logger = get_logger(__name__)
+
+LOSS_TERMS = ("l1_loss", "ssim_loss", "perceptual_loss")
+OVERLAY_IMAGES = 8
+
+
+@dataclass
+class ModelArguments:
+    model_preset: str = field(
+        default="autolink-small",
+        metadata={"help": "Preset: autolink-faces, autolink-taichi, autolink-h36m, autolink-small, autolink-tiny."},
+    )
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Checkpoint to continue training."})
+    num_keypoints: int | None = field(default=None, metadata={"help": "Keypoints K; default: the preset's."})
+    edge_thickness: float | None = field(default=None, metadata={"help": "Edge thickness; default: the preset's."})
+    image_size: int | None = field(default=None, metadata={"help": "Input size; default: the preset's."})
+    use_edge_map: bool = field(
+        default=True, metadata={"help": "False: the no-graph ablation (the decoder sees an all-zero edge map)."}
+    )
+
+
+@dataclass
+class DataArguments(StreamDataArguments):
+    stick_figures: bool = field(
+        default=False, metadata={"help": "Write seeded stick figures to output_dir/stick_figures_data, train on them."}
+    )
+    stick_figures_num_train: int = field(default=8192, metadata={"help": "Training figures."})
+    stick_figures_num_eval: int = field(default=512, metadata={"help": "Held-out figures (with ground truth)."})
+    stick_figures_image_size: int = field(default=64, metadata={"help": "Side of the figure images."})
+    shards_per_process: int = field(default=2, metadata={"help": "Stick-figure shards per training process."})
+    horizontal_flip: bool = field(default=True, metadata={"help": "Random horizontal flips (the paper's)."})
+    skeleton: str | None = field(
+        default=None, metadata={"help": "skeleton.json with the true bones; default: found in the eval data folder."}
+    )
+
+
+@dataclass
+class TrainingArguments(StreamTrainingArguments):
+    """The shared loop's arguments with the paper's optimiser defaults."""
+
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (paper: 1e-4)."})
+    weight_decay: float = field(default=1e-3, metadata={"help": "AdamW weight decay on every parameter (1e-3)."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    model_args, data_args, training_args = training.parse_args((ModelArguments, DataArguments, TrainingArguments), argv)
+    if data_args.stick_figures == bool(data_args.train_data):
+        raise ValueError("pass either `--stick_figures` or `--train_data` (an image folder, tar/parquet glob, Hub id)")
+    return model_args, data_args, training_args
+
+
+def prepare_stick_figures(data_args: DataArguments, output_dir: Path, accelerator: Accelerator, seed: int) -> Path:
+    """Writes the stick figures once (main process first; the others then find them); returns their folder."""
+    data_dir = output_dir / "stick_figures_data"
+    world_size = accelerator.num_processes
+    with accelerator.main_process_first():
+        if accelerator.is_main_process and not (data_dir / "skeleton.json").is_file():
+            build_stick_figures(
+                data_dir,
+                num_train=data_args.stick_figures_num_train,
+                num_eval=data_args.stick_figures_num_eval,
+                image_size=data_args.stick_figures_image_size,
+                seed=seed,
+                num_shards=world_size * data_args.shards_per_process,
+                num_eval_shards=world_size,
+                world_size=world_size,
+                overwrite=True,
+            )
+    return data_dir
+
+
+def build_model(model_args: ModelArguments) -> tuple[AutoLinkForSelfSupervisedKeypoints, AutoLinkImageProcessor]:
+    """A fresh model from the preset (with overrides) and its processor, or the checkpoint's."""
+    if model_args.model_name_or_path:
+        model = AutoLinkForSelfSupervisedKeypoints.from_pretrained(model_args.model_name_or_path)
+        return model, AutoLinkImageProcessor.from_pretrained(model_args.model_name_or_path)
+    overrides = {
+        name: value
+        for name, value in (
+            ("num_keypoints", model_args.num_keypoints),
+            ("edge_thickness", model_args.edge_thickness),
+            ("image_size", model_args.image_size),
+        )
+        if value is not None
+    }
+    config = AutoLinkConfig.from_preset(model_args.model_preset, use_edge_map=model_args.use_edge_map, **overrides)
+    size = {"height": config.image_size, "width": config.image_size}
+    return AutoLinkForSelfSupervisedKeypoints(config), AutoLinkImageProcessor(size=size)
+
+
+class KeypointBatchCollator:
+    """collate_fn of the training DataLoader: processor, seeded horizontal flip and block-mask noise."""
+
+    def __init__(self, image_processor: AutoLinkImageProcessor, mask_grid_size: int, flip: bool, seed: int) -> None:
+        self.image_processor = image_processor
+        self.mask_grid_size = mask_grid_size
+        self.flip = flip
+        self.seed = seed
+        self.epoch = 0
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        keys = [sample["__key__"] for sample in samples]
+        generator = torch.Generator().manual_seed(training.batch_seed(self.seed, self.epoch, keys))
+        pixel_values = self.image_processor([sample["image"] for sample in samples], return_tensors="pt").pixel_values
+        if self.flip:
+            flips = torch.rand(len(samples), generator=generator) < 0.5
+            pixel_values = torch.where(flips[:, None, None, None], pixel_values.flip(-1), pixel_values)
+        grid = self.mask_grid_size
+        noise = torch.rand(len(samples), grid, grid, generator=generator)
+        return {"pixel_values": pixel_values, "noise": noise, "keys": keys}
+
+
+@dataclass
+class EvalData:
+    """The eval split, resized for the model, with its ground truth in the model input's pixel frame."""
+
+    pixel_values: torch.Tensor  # (N, C, S, S)
+    keypoints: np.ndarray  # (N, J, 2) pixel (x, y) at the model's input size
+    images: list[Image.Image]  # the first OVERLAY_IMAGES originals, for drawing
+    bones: list[list[int]] | None
+
+
+def load_eval_data(
+    data_args: DataArguments, eval_source: str, image_processor: AutoLinkImageProcessor
+) -> EvalData | None:
+    """Reads the eval split (images with ground-truth `keypoints`) and the true bones, or None without one."""
+    try:
+        stream = load_image_stream(eval_source, split=data_args.eval_split)
+    except (ValueError, FileNotFoundError) as error:
+        logger.warning("no evaluation: %s", error)
+        return None
+    if data_args.max_eval_samples:
+        stream = stream.take(data_args.max_eval_samples)
+    samples = [sample for sample in stream if sample["keypoints"]]
+    if len(samples) < 8:
+        logger.warning("no evaluation: the eval split has %d samples with ground-truth keypoints", len(samples))
+        return None
+    size = image_processor.size["height"], image_processor.size["width"]
+    # Ground truth at the model input's size (pixel centres scale with (size - 1) / (original - 1)).
+    keypoints = np.stack(
+        [
+            np.asarray(sample["keypoints"], dtype=np.float64)
+            * (np.array([size[1] - 1, size[0] - 1]) / (np.array(sample["image"].size) - 1))
+            for sample in samples
+        ]
+    )
+    pixel_values = image_processor([sample["image"] for sample in samples], return_tensors="pt").pixel_values
+    skeleton_path = Path(data_args.skeleton) if data_args.skeleton else Path(eval_source) / "skeleton.json"
+    bones = json.loads(skeleton_path.read_text())["bones"] if skeleton_path.is_file() else None
+    images = [sample["image"] for sample in samples[:OVERLAY_IMAGES]]
+    return EvalData(pixel_values=pixel_values, keypoints=keypoints, images=images, bones=bones)
+
+
+@torch.no_grad()
+def evaluate_keypoints(
+    model: AutoLinkForSelfSupervisedKeypoints, data: EvalData, batch_size: int, device: torch.device
+) -> dict[str, float]:
+    """Reconstruction loss with fixed masks, regressed keypoint error and skeleton recovery on the eval split."""
+    was_training = model.training
+    model.eval()
+    grid = model.config.mask_grid_size
+    generator = torch.Generator().manual_seed(0)  # the same masks at every evaluation and in every run
+    noise = torch.rand(len(data.pixel_values), grid, grid, generator=generator)
+    losses, keypoints = [], []
+    for start in range(0, len(data.pixel_values), batch_size):
+        pixel_values = data.pixel_values[start : start + batch_size].to(device)
+        outputs = model(pixel_values=pixel_values, noise=noise[start : start + batch_size].to(device))
+        losses.append(float(outputs.loss) * len(pixel_values))
+        keypoints.append(outputs.keypoints.float().cpu())
+    edge_weights = outputs.edge_weights.float().cpu().numpy()
+    model.train(was_training)
+    height, width = data.pixel_values.shape[-2:]
+    learned = (torch.cat(keypoints).numpy() + 1) / 2 * np.array([width - 1, height - 1])  # (N, K, 2) pixels
+    metrics = {"reconstruction_loss": sum(losses) / len(learned), "num_samples": float(len(learned))}
+    regression = load_metric("keypoint_regression_error").compute(
+        predictions=learned, references=data.keypoints, num_fit=len(learned) // 2, normalizer="bbox_diagonal"
+    )
+    metrics.update(keypoint_nme=regression["nme"], mean_pose_nme=regression["mean_pose_nme"])
+    if data.bones is not None:
+        recovery = load_metric("skeleton_recovery").compute(
+            predictions=learned, references=data.keypoints, edge_weights=edge_weights, bones=data.bones
+        )
+        metrics.update(
+            edge_precision=recovery["edge_precision"],
+            spanning_tree_match=float(recovery["spanning_tree_match"]),
+            bone_to_nonbone_weight_ratio=recovery["bone_to_nonbone_weight_ratio"],
+        )
+    return metrics
+
+
+@torch.no_grad()
+def save_overlays(
+    model: AutoLinkForSelfSupervisedKeypoints, processor: AutoLinkImageProcessor, data: EvalData, path: Path
+) -> None:
+    """Held-out images side by side, each with its detected keypoints and the graph's strong edges."""
+    was_training = model.training
+    model.eval()
+    pixel_values = processor(data.images, return_tensors="pt").pixel_values.to(model.device)
+    outputs = model.autolink(pixel_values)
+    results = processor.post_process_keypoint_detection(
+        outputs, target_sizes=[image.size[::-1] for image in data.images]
+    )
+    drawn = [
+        draw_keypoints(image, result["keypoints"], result["edges"])
+        for image, result in zip(data.images, results, strict=True)
+    ]
+    width, height = drawn[0].size
+    strip = Image.new("RGB", (len(drawn) * (width + 2) + 2, height + 4), (255, 255, 255))
+    for index, image in enumerate(drawn):
+        strip.paste(image, (2 + index * (width + 2), 2))
+    strip.save(path)
+    model.train(was_training)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs the training; returns the final metrics (eval metrics on the main process)."""
+    model_args, data_args, training_args = parse_args(argv)
+    output_dir = Path(training_args.output_dir)
+    accelerator = training.make_accelerator(training_args)
+    resume_checkpoint = training.resolve_resume_checkpoint(
+        training_args.resume_from_checkpoint, output_dir, accelerator.num_processes
+    )
+    if data_args.stick_figures:
+        data_dir = prepare_stick_figures(data_args, output_dir, accelerator, training_args.seed)
+        train_source = eval_source = str(data_dir)
+    else:
+        train_source, eval_source = data_args.train_data, data_args.eval_data or data_args.train_data
+
+    model, processor = build_model(model_args)
+    logger.info("%.2fM parameters", sum(parameter.numel() for parameter in model.parameters()) / 1e6)
+    # The paper decays every parameter (the graph logits included; its x512 reparametrisation is in the model).
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer, lr_scheduler = training.build_optimizer(
+        model, training_args, [{"params": trainable, "weight_decay": training_args.weight_decay}]
+    )
+
+    skip_counter = SkipCounter()
+    train_stream = load_image_stream(
+        train_source,
+        split=data_args.train_split,
+        shuffle_buffer=data_args.shuffle_buffer,
+        seed=training_args.seed,
+        skip_counter=skip_counter,
+    )
+    collator = KeypointBatchCollator(
+        processor, model.config.mask_grid_size, data_args.horizontal_flip, training_args.seed
+    )
+    train_loader = DataLoader(
+        train_stream,
+        batch_size=data_args.per_device_train_batch_size,
+        collate_fn=collator,
+        num_workers=data_args.dataloader_num_workers,
+        drop_last=True,
+    )
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    global_step, position = training.resume(
+        accelerator, lr_scheduler, resume_checkpoint, data_args.per_device_train_batch_size
+    )
+    stream = training.TrainStream(accelerator, train_loader, collator, skip_counter, position)
+
+    eval_data = load_eval_data(data_args, eval_source, processor) if accelerator.is_main_process else None
+
+    def evaluate(unwrapped: nn.Module) -> dict[str, float]:
+        return evaluate_keypoints(unwrapped, eval_data, data_args.per_device_eval_batch_size, accelerator.device)
+
+    run_config = training.run_config(model_args, data_args, training_args)
+    accelerator.init_trackers("train_autolink", config={k: v for k, v in run_config.items() if v is not None})
+    metrics = training.train(
+        accelerator,
+        model,
+        optimizer,
+        lr_scheduler,
+        stream,
+        training_args,
+        global_step,
+        forward=lambda model, batch: model(**batch),
+        loss_terms=LOSS_TERMS,
+        evaluate=evaluate if eval_data is not None else None,
+        extra_logs=lambda unwrapped: {
+            "train/max_edge_weight": float(unwrapped.autolink.graph().detach().max()),
+            "train/masked_image_scale": float(unwrapped.masked_image_scale.detach()),
+        },
+        description="train autolink",
+    )
+    final_dir = training.save_final(accelerator, model, processor, output_dir, metrics, run_config)
+    if accelerator.is_main_process and eval_data is not None:
+        save_overlays(accelerator.unwrap_model(model), processor, eval_data, final_dir / "keypoints.png")
+    training.finish(accelerator)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
+    training.exit_cleanly()
