@@ -57,8 +57,8 @@ def finetune(checkpoint: Path, output_dir: Path, seed: int, steps: int, num_trai
             "--model_name_or_path", str(checkpoint), "--output_dir", str(output_dir), "--dataset", "fashion_mnist",
             "--max_train_samples", str(num_train), "--max_eval_samples", "2000", "--max_steps", str(steps),
             "--per_device_train_batch_size", "64", "--per_device_eval_batch_size", "256", "--learning_rate", "2e-3",
-            "--warmup_steps", str(max(steps // 20, 1)), "--weight_decay", "0.05", "--seed", str(seed), "--save_strategy", "no",
-            "--logging_steps", "100", "--use_cpu", "--report_to", "none",
+            "--warmup_steps", str(max(steps // 20, 1)), "--weight_decay", "0.05", "--seed", str(seed),
+            "--save_strategy", "no", "--logging_steps", "100", "--use_cpu", "--report_to", "none",
         ]  # fmt: skip
         subprocess.run(command, check=True)
     return json.loads(results.read_text())["eval_top1_accuracy"]

@@ -48,10 +48,14 @@ def step(number: int, message: str) -> None:
     print(f"{number}. {message}", flush=True)
 
 
-def accelerate_launch(script: str, args: list[str]) -> None:
-    """`accelerate launch` of `training/<script>` on one process, no mixed precision (CPU-safe), failing loudly."""
-    command = [
+def accelerate_command(script: str, args: list[str]) -> list[str]:
+    """The `accelerate launch` command line of `training/<script>` on one process, no mixed precision (CPU-safe)."""
+    return [
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "training" / script), *args,
     ]  # fmt: skip
-    subprocess.run(command, check=True)
+
+
+def accelerate_launch(script: str, args: list[str]) -> None:
+    """`accelerate launch` of `training/<script>` on one process, failing loudly."""
+    subprocess.run(accelerate_command(script, args), check=True)

@@ -5,7 +5,9 @@ Hub id; `--trust_remote_code` for checkpoints carrying their own code). The head
 class count differs from the checkpoint's, and `config.id2label` / `label2id` are set from the data set's class
 names. With `--zero_shot_init` a model offering `init_classifier_from_text` (CLIP-style models such as PyramidCLIP)
 starts from its zero-shot classifier, built from the prompts "a photo of a {class name}." tokenised by the
-checkpoint's `AutoProcessor`. The model is evaluated before and after training (top-1 / top-5 accuracy from the
+checkpoint's `AutoProcessor`. Models with LPS layers (`gumbel_tau` buffers) train with `GumbelTemperatureCallback`,
+which anneals the Gumbel-softmax temperature as a function of the global step (`--gumbel_tau_*`; off with
+`--anneal_gumbel_tau false`). The model is evaluated before and after training (top-1 / top-5 accuracy from the
 shipped `zero_shot_accuracy` metric); the final model and its processor are saved with `save_pretrained`
 (safetensors) and the metrics as `eval_results.json` in `--output_dir`.
 
@@ -55,6 +57,7 @@ from transformers import (
 import hfvision  # noqa: F401  (registers hfvision's models with the Auto classes)
 from hfvision.data.fashion_mnist import load_fashion_mnist
 from hfvision.metrics import load_metric
+from hfvision.models.lps import GumbelTemperatureCallback, gumbel_tau_buffers
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +93,19 @@ class ModelArguments:
     prompt_template: str = field(
         default="a photo of a {}.", metadata={"help": "Zero-shot prompt; `{}` is replaced by the class name."}
     )
+    anneal_gumbel_tau: bool = field(
+        default=True,
+        metadata={
+            "help": "For models with LPS layers (`gumbel_tau` buffers): anneal their Gumbel-softmax temperature, "
+            "tau = max(tau_0 * decay ** (step // decay_steps), min), as the official LPS training does."
+        },
+    )
+    gumbel_tau_decay: float = field(default=0.85, metadata={"help": "Temperature factor per decay (LPS: 0.85)."})
+    gumbel_tau_decay_epochs: float = field(default=10.0, metadata={"help": "Epochs between decays (LPS: 10)."})
+    gumbel_tau_decay_steps: int | None = field(
+        default=None, metadata={"help": "Optimizer steps between decays; overrides `gumbel_tau_decay_epochs`."}
+    )
+    gumbel_tau_min: float = field(default=0.025, metadata={"help": "Temperature floor (LPS: 0.025)."})
 
 
 @dataclass
@@ -418,7 +434,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         return accuracy.compute(predictions=logits, references=prediction.label_ids, top_k=(1, 5))
 
-    # 4. Evaluate, train, evaluate.
+    # 4. Evaluate, train, evaluate; LPS models anneal their Gumbel temperature with the global step.
+    callbacks = []
+    if model_args.anneal_gumbel_tau and gumbel_tau_buffers(model):
+        callbacks.append(
+            GumbelTemperatureCallback(
+                decay=model_args.gumbel_tau_decay,
+                decay_epochs=model_args.gumbel_tau_decay_epochs,
+                decay_steps=model_args.gumbel_tau_decay_steps,
+                min_tau=model_args.gumbel_tau_min,
+            )
+        )
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -427,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         data_collator=collate,
         compute_metrics=compute_metrics,
         processing_class=processor,
+        callbacks=callbacks,
     )
     metrics = trainer.evaluate(metric_key_prefix="eval_init")
     trainer.log_metrics("eval_init", metrics)

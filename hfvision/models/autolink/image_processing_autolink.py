@@ -6,11 +6,16 @@ augmentation and belongs to the training data pipeline: the processor stays dete
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import PILImageResampling
+from transformers.utils import IMAGE_PROCESSOR_NAME, PROCESSOR_NAME
 
 
 class AutoLinkImageProcessor(PilBackend):
@@ -31,6 +36,40 @@ class AutoLinkImageProcessor(PilBackend):
     do_rescale = True
     do_normalize = True
     do_convert_rgb = True
+
+    # Copied from hfvision.models.lps.image_processing_lps.LpsImageProcessor.save_pretrained
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> list[str]:
+        """Save as `{"image_processor": {...}}` in `processor_config.json` (transformers 5's nested layout).
+
+        Why not the legacy `preprocessor_config.json`: transformers 5.24's `AutoVideoProcessor`, which every image
+        pipeline also tries, reads a legacy file whose `auto_map` names a remote `AutoImageProcessor` as the promise
+        of a remote video processor (the same entry with "Image" replaced by "Video"). When the image processor is
+        also known locally (hfvision imported) and `trust_remote_code` is unset, it then asks in a terminal whether
+        to run that code (15 s timeout) for a class that does not exist. The nested layout is what `ProcessorMixin`
+        writes; `from_pretrained` and `AutoImageProcessor` read it first, with its `auto_map` for remote code, and
+        `AutoVideoProcessor` finds no video or legacy image-processor config in it, so it stops without asking.
+
+        Args:
+            save_directory: folder to write into (created if missing); an existing `processor_config.json` there
+                keeps its other entries.
+            push_to_hub: also upload the folder's processor files with `push_to_hub` (`repo_id` from `kwargs`,
+                else the folder name).
+            kwargs: passed on to `push_to_hub`.
+
+        Returns:
+            The path of the written `processor_config.json`.
+        """
+        repo_id = kwargs.pop("repo_id", Path(save_directory).name)
+        super().save_pretrained(save_directory)  # the legacy file, and the remote-code file with `auto_map` set
+        legacy_file = Path(save_directory) / IMAGE_PROCESSOR_NAME
+        nested_file = Path(save_directory) / PROCESSOR_NAME
+        nested = json.loads(nested_file.read_text(encoding="utf-8")) if nested_file.is_file() else {}
+        nested["image_processor"] = json.loads(legacy_file.read_text(encoding="utf-8"))
+        nested_file.write_text(json.dumps(nested, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        legacy_file.unlink()
+        if push_to_hub:
+            self.push_to_hub(repo_id, **kwargs)
+        return [str(nested_file)]
 
     def post_process_keypoint_detection(
         self,

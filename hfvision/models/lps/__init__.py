@@ -17,10 +17,12 @@ from .modeling_lps import (
     gumbel_softmax_sample,
     polyphase_components,
 )
+from .trainer_callback_lps import GumbelTemperatureCallback, gumbel_tau_at_step, gumbel_tau_buffers
 
 __all__ = [
     "AdaptivePolyphaseDownsample",
     "FixedPolyphaseDownsample",
+    "GumbelTemperatureCallback",
     "LearnablePolyphaseDownsample",
     "LearnablePolyphaseUpsample",
     "LpsForSemanticSegmentation",
@@ -33,5 +35,7 @@ __all__ = [
     "PolyphaseDownsampleOutput",
     "PolyphaseLowPassFilter",
     "gumbel_softmax_sample",
+    "gumbel_tau_at_step",
+    "gumbel_tau_buffers",
     "polyphase_components",
 ]

@@ -56,7 +56,8 @@ class LpsResNetConfig(PreTrainedConfig):
         padding_mode (`str`, *optional*, defaults to `"circular"`): padding of every convolution, filter and the
             stem's max-pool. Exact shift invariance needs `"circular"`.
         gumbel_tau (`float`, *optional*, defaults to 1.0): initial Gumbel-softmax temperature; stored as the buffer
-            `gumbel_tau` of every LPS layer so a training callback can anneal it (`model.set_gumbel_tau`).
+            `gumbel_tau` of every LPS layer, which `GumbelTemperatureCallback` anneals during training (the
+            official step decay) and `model.set_gumbel_tau` sets by hand.
         straight_through (`bool`, *optional*, defaults to `False`): in training, use the hard one-hot Gumbel sample
             with the soft gradient (straight-through) instead of the paper's soft sample.
         logits_hidden_size (`int`, *optional*): width of the LPS scoring CNN; `None` uses the width of the scored

@@ -64,7 +64,7 @@ def test_pipeline_returns_pixel_keypoints_inside_the_image_and_the_strong_edges(
 def test_pipeline_save_pretrained_ships_the_pipeline_code(pipeline_checkpoint):
     files = set(os.listdir(pipeline_checkpoint))
     expected_files = {"configuration_autolink.py", "modeling_autolink.py", "image_processing_autolink.py"}
-    assert expected_files | {"pipeline_autolink.py", "model.safetensors", "preprocessor_config.json"} <= files
+    assert expected_files | {"pipeline_autolink.py", "model.safetensors", "processor_config.json"} <= files
     config = json.loads((pipeline_checkpoint / "config.json").read_text())
     assert config["custom_pipelines"] == {
         "keypoint-detection": {

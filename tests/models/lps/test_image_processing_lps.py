@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
+from transformers import AutoImageProcessor
 from transformers.modeling_outputs import SemanticSegmenterOutput
 
 from hfvision.models.lps import LpsImageProcessor
@@ -43,3 +46,19 @@ def test_post_process_semantic_segmentation(tmp_path):
     processor = tiny_image_processor()
     processor.save_pretrained(tmp_path)
     assert LpsImageProcessor.from_pretrained(tmp_path).size_divisor == 4
+
+
+def test_saved_in_the_nested_processor_config(tmp_path, local_hub):
+    """`save_pretrained` writes `processor_config.json` -> `image_processor` (see its docstring), keeps other entries
+    of that file, and the Auto class, `from_pretrained` and `push_to_hub` work with it."""
+    (tmp_path / "processor_config.json").write_text(json.dumps({"other": {"kept": True}}))
+    processor = LpsImageProcessor(size={"height": 24, "width": 40}, size_divisor=8, image_mean=[0.5] * 3)
+    assert processor.save_pretrained(tmp_path) == [str(tmp_path / "processor_config.json")]
+    assert not (tmp_path / "preprocessor_config.json").exists()
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["other"] == {"kept": True} and saved["image_processor"]["image_processor_type"] == "LpsImageProcessor"
+    processor.push_to_hub("org/lps-image-processor")
+    for source in (tmp_path, "org/lps-image-processor"):
+        for loaded in (LpsImageProcessor.from_pretrained(source), AutoImageProcessor.from_pretrained(source)):
+            assert type(loaded) is LpsImageProcessor and loaded.size_divisor == 8
+            assert loaded.to_dict() == processor.to_dict()
