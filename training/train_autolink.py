@@ -72,6 +72,13 @@ class ModelArguments:
     num_keypoints: int | None = field(default=None, metadata={"help": "Keypoints K; default: the preset's."})
     edge_thickness: float | None = field(default=None, metadata={"help": "Edge thickness; default: the preset's."})
     image_size: int | None = field(default=None, metadata={"help": "Input size; default: the preset's."})
+    graph_lr_scale: float | None = field(
+        default=None,
+        metadata={
+            "help": "The graph's reparametrisation factor (paper: 512, i.e. a 512x effective step on the edge logits). "
+            "With a learning rate r times the paper's 1e-4, 512 / r keeps the graph's step the paper's."
+        },
+    )
     use_edge_map: bool = field(
         default=True, metadata={"help": "False: the no-graph ablation (the decoder sees an all-zero edge map)."}
     )
@@ -85,6 +92,10 @@ class DataArguments(StreamDataArguments):
     stick_figures_num_train: int = field(default=8192, metadata={"help": "Training figures."})
     stick_figures_num_eval: int = field(default=512, metadata={"help": "Held-out figures (with ground truth)."})
     stick_figures_image_size: int = field(default=64, metadata={"help": "Side of the figure images."})
+    stick_figures_backgrounds: str = field(
+        default="flat,gradient,noise", metadata={"help": "Comma-separated background kinds of the stick figures."}
+    )
+    stick_figures_max_rotation: float = field(default=30.0, metadata={"help": "Largest figure rotation, degrees."})
     shards_per_process: int = field(default=2, metadata={"help": "Stick-figure shards per training process."})
     horizontal_flip: bool = field(default=True, metadata={"help": "Random horizontal flips (the paper's)."})
     skeleton: str | None = field(
@@ -120,6 +131,8 @@ def prepare_stick_figures(data_args: DataArguments, output_dir: Path, accelerato
                 num_train=data_args.stick_figures_num_train,
                 num_eval=data_args.stick_figures_num_eval,
                 image_size=data_args.stick_figures_image_size,
+                backgrounds=data_args.stick_figures_backgrounds.split(","),
+                max_rotation=data_args.stick_figures_max_rotation,
                 seed=seed,
                 num_shards=world_size * data_args.shards_per_process,
                 num_eval_shards=world_size,
@@ -140,6 +153,7 @@ def build_model(model_args: ModelArguments) -> tuple[AutoLinkForSelfSupervisedKe
             ("num_keypoints", model_args.num_keypoints),
             ("edge_thickness", model_args.edge_thickness),
             ("image_size", model_args.image_size),
+            ("graph_lr_scale", model_args.graph_lr_scale),
         )
         if value is not None
     }

@@ -276,6 +276,7 @@ def build_stick_figures(
     *,
     num_eval_shards: int | None = None,
     max_rotation: float = 30.0,
+    backgrounds: Sequence[str] = BACKGROUNDS,
     image_format: str = "png",
 ) -> dict[str, list[str]]:
     """Writes `StickFigures` train and eval WebDataset shards, `skeleton.json` and `build_info.json`.
@@ -295,6 +296,7 @@ def build_stick_figures(
         overwrite: Replace existing tars.
         num_eval_shards: Eval tars, a multiple of `world_size`; defaults to `num_shards`.
         max_rotation: Largest global rotation in degrees (see `StickFigures`).
+        backgrounds: Background kinds to draw from (see `StickFigures`).
         image_format: "png" (default: lossless, so limb pixels keep the figure's exact colour) or "jpg".
 
     Returns:
@@ -302,7 +304,7 @@ def build_stick_figures(
     """
     out_dir = Path(out_dir)
     num_eval_shards = num_shards if num_eval_shards is None else num_eval_shards
-    common = {"image_size": image_size, "seed": seed, "max_rotation": max_rotation}
+    common = {"image_size": image_size, "seed": seed, "max_rotation": max_rotation, "backgrounds": list(backgrounds)}
     splits = {
         "train": (StickFigures(num_train, split="train", **common), num_shards),
         "eval": (StickFigures(num_eval, split="eval", **common), num_eval_shards),
