@@ -79,6 +79,9 @@ class ModelArguments:
             "With a learning rate r times the paper's 1e-4, 512 / r keeps the graph's step the paper's."
         },
     )
+    mask_grid_size: int | None = field(
+        default=None, metadata={"help": "Cells per side of the block mask (paper: 16 at 128 px); default: preset's."}
+    )
     use_edge_map: bool = field(
         default=True, metadata={"help": "False: the no-graph ablation (the decoder sees an all-zero edge map)."}
     )
@@ -154,6 +157,7 @@ def build_model(model_args: ModelArguments) -> tuple[AutoLinkForSelfSupervisedKe
             ("edge_thickness", model_args.edge_thickness),
             ("image_size", model_args.image_size),
             ("graph_lr_scale", model_args.graph_lr_scale),
+            ("mask_grid_size", model_args.mask_grid_size),
         )
         if value is not None
     }
