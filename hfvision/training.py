@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 
-from .data import SkipCounter
+from .data import SkipCounter, load_image_stream, load_image_text_stream
 
 __all__ = [
     "StreamDataArguments",
@@ -66,6 +66,7 @@ __all__ = [
     "finish",
     "make_accelerator",
     "parse_args",
+    "prepare_stream",
     "resolve_resume_checkpoint",
     "resume",
     "run_config",
@@ -439,6 +440,55 @@ def resume(
     )
     logger.info("resumed from %s at step %d", checkpoint, state["step"])
     return state["step"], position
+
+
+def prepare_stream(
+    accelerator: Accelerator,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+    source: str,
+    collator: EpochAwareCollator,
+    data_args: StreamDataArguments,
+    seed: int,
+    resume_checkpoint: Path | None,
+    *,
+    captions: bool = False,
+) -> tuple[nn.Module, torch.optim.Optimizer, TrainStream, int]:
+    """The training stream of `source`, prepared with the model and optimizer, resumed from `resume_checkpoint`.
+
+    Reads `source` with `load_image_text_stream` (`captions=True`) or `load_image_stream`, batches it with `collator`
+    (full batches only: equal batch sizes on every rank), passes model, optimizer and loader through
+    `accelerator.prepare` (each rank gets `num_shards / world_size` whole shards) and restores a checkpoint.
+
+    Returns:
+        The prepared model and optimizer, this rank's `TrainStream`, and the global step to start from.
+    """
+    skip_counter = SkipCounter()
+    load = load_image_text_stream if captions else load_image_stream
+    stream = load(
+        source,
+        split=data_args.train_split,
+        shuffle_buffer=data_args.shuffle_buffer,
+        seed=seed,
+        skip_counter=skip_counter,
+    )
+    if stream.num_shards % accelerator.num_processes != 0:
+        logger.warning(
+            "%d training shards do not divide among %d processes: every rank decodes all of them",
+            stream.num_shards,
+            accelerator.num_processes,
+        )
+    loader = DataLoader(
+        stream,
+        batch_size=data_args.per_device_train_batch_size,
+        collate_fn=collator,
+        num_workers=data_args.dataloader_num_workers,
+        drop_last=True,
+    )
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    global_step, position = resume(accelerator, lr_scheduler, resume_checkpoint, data_args.per_device_train_batch_size)
+    return model, optimizer, TrainStream(accelerator, loader, collator, skip_counter, position), global_step
 
 
 # --- the loop ------------------------------------------------------------------------------------------------------

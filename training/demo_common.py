@@ -7,6 +7,8 @@ first and calls it before its other imports.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import socket
 import subprocess
@@ -59,3 +61,35 @@ def accelerate_command(script: str, args: list[str]) -> list[str]:
 def accelerate_launch(script: str, args: list[str]) -> None:
     """`accelerate launch` of `training/<script>` on one process, failing loudly."""
     subprocess.run(accelerate_command(script, args), check=True)
+
+
+def parse_demo_args(
+    argv: list[str] | None, description: str, name: str, repo_id: str, num_examples_help: str
+) -> tuple[argparse.Namespace, list[str]]:
+    """A stream demo's own flags (`--output_dir`, `--max_steps`, `--repo_id`, `--num_examples`) and the rest, which
+    go to its training script."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", default=f"runs/demo_{name}")
+    parser.add_argument("--max_steps", type=int, default=None, help="override the config's max_steps")
+    parser.add_argument("--repo_id", default=repo_id)
+    parser.add_argument("--num_examples", type=int, default=6, help=num_examples_help)
+    return parser.parse_known_args(argv)
+
+
+def train_or_reuse(
+    script: str, config: str, run_dir: Path, max_steps: int | None, training_flags: list[str]
+) -> dict[str, Any]:
+    """`accelerate launch training/<script> --config training/configs/<config>` into `run_dir` (resuming from its
+    latest checkpoint), unless `run_dir/final` already holds results; returns `final/eval_results.json`."""
+    final_dir = run_dir / "final"
+    if (final_dir / "eval_results.json").exists():
+        print(f"   already trained: {final_dir}", flush=True)
+    else:
+        launch_args = [
+            "--config", str(REPO / "training" / "configs" / config),
+            "--output_dir", str(run_dir), "--resume_from_checkpoint", "latest",
+        ]  # fmt: skip
+        if max_steps is not None:
+            launch_args += ["--max_steps", str(max_steps)]
+        accelerate_launch(script, launch_args + training_flags)
+    return json.loads((final_dir / "eval_results.json").read_text())

@@ -17,25 +17,15 @@ Needs the Debian package `dataset-fashion-mnist` (`make data` installs it).
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
-from demo_common import REPO, accelerate_launch, start_local_hub, step
-
-
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    """The demo's own flags, and the rest (passed on to the pretraining script)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="runs/demo_mcmae")
-    parser.add_argument("--max_steps", type=int, default=None, help="override the config's max_steps")
-    parser.add_argument("--repo_id", default="org/mcmae-tiny-fashion-mnist")
-    parser.add_argument("--num_examples", type=int, default=6, help="held-out images to reconstruct at the end")
-    return parser.parse_known_args(argv)
+from demo_common import parse_demo_args, start_local_hub, step, train_or_reuse
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args, training_flags = parse_args(argv)
+    args, training_flags = parse_demo_args(
+        argv, __doc__, "mcmae", "org/mcmae-tiny-fashion-mnist", "held-out images to reconstruct at the end"
+    )
     output_dir = Path(args.output_dir).resolve()
     hub = start_local_hub(output_dir)  # before any Hugging Face import
     import torch
@@ -47,18 +37,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     run_dir = output_dir / "run"
     step(2, f"pretraining with accelerate -> {run_dir}")
-    launch_args = [
-        "--config", str(REPO / "training" / "configs" / "pretrain_mcmae_fashion_mnist.yaml"),
-        "--output_dir", str(run_dir), "--resume_from_checkpoint", "latest",
-    ]  # fmt: skip
-    if args.max_steps is not None:
-        launch_args += ["--max_steps", str(args.max_steps)]
+    results = train_or_reuse(
+        "pretrain_mcmae.py", "pretrain_mcmae_fashion_mnist.yaml", run_dir, args.max_steps, training_flags
+    )
     final_dir = run_dir / "final"
-    if (final_dir / "eval_results.json").exists():
-        print(f"   already trained: {final_dir}", flush=True)
-    else:
-        accelerate_launch("pretrain_mcmae.py", launch_args + training_flags)
-    results = json.loads((final_dir / "eval_results.json").read_text())
     metrics = results["metrics"]
 
     step(3, "model card from the measured results")

@@ -41,13 +41,12 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader
 from transformers import ViTImageProcessor, ViTMAEForPreTraining
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 import hfvision  # noqa: F401  (registers MCMAE with the Auto classes)
 from hfvision import training
-from hfvision.data import SkipCounter, load_image_stream
+from hfvision.data import load_image_stream
 from hfvision.data.fashion_mnist import build_fashion_mnist
 from hfvision.models.mcmae import McMaeConfig, McMaeForPreTraining, McMaeImageProcessor, matching_vitmae_config
 from hfvision.training import StreamDataArguments, StreamTrainingArguments
@@ -290,29 +289,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logger.info("%s: %.2fM parameters", type(model).__name__, sum(p.numel() for p in model.parameters()) / 1e6)
     optimizer, lr_scheduler = training.build_optimizer(model, training_args)
 
-    skip_counter = SkipCounter()
-    train_stream = load_image_stream(
-        train_source,
-        split=data_args.train_split,
-        shuffle_buffer=data_args.shuffle_buffer,
-        seed=training_args.seed,
-        skip_counter=skip_counter,
-    )
     collator = MaskedImageCollator(
         image_processor, image_size, data_args.min_crop_scale, data_args.horizontal_flip, training_args.seed
     )
-    train_loader = DataLoader(
-        train_stream,
-        batch_size=data_args.per_device_train_batch_size,
-        collate_fn=collator,
-        num_workers=data_args.dataloader_num_workers,
-        drop_last=True,
+    model, optimizer, stream, global_step = training.prepare_stream(
+        accelerator,
+        model,
+        optimizer,
+        lr_scheduler,
+        train_source,
+        collator,
+        data_args,
+        training_args.seed,
+        resume_checkpoint,
     )
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    global_step, position = training.resume(
-        accelerator, lr_scheduler, resume_checkpoint, data_args.per_device_train_batch_size
-    )
-    stream = training.TrainStream(accelerator, train_loader, collator, skip_counter, position)
 
     batches = None
     if accelerator.is_main_process:

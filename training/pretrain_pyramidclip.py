@@ -51,7 +51,7 @@ from transformers import AutoTokenizer
 
 import hfvision  # noqa: F401  (registers PyramidCLIP with the Auto classes)
 from hfvision import training
-from hfvision.data import SkipCounter, build_synthetic_scenes, load_image_text_stream
+from hfvision.data import build_synthetic_scenes, load_image_text_stream
 from hfvision.metrics import load_metric
 from hfvision.models.pyramidclip import (
     PyramidClipConfig,
@@ -395,34 +395,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logger.info("%.2fM parameters, %d tokens", num_parameters / 1e6, len(processor.tokenizer))
     optimizer, lr_scheduler = training.build_optimizer(model, training_args)
 
-    # 3. Training stream: prepare() gives each rank num_shards / world_size whole shards.
-    skip_counter = SkipCounter()
-    train_stream = load_image_text_stream(
-        train_source,
-        split=data_args.train_split,
-        shuffle_buffer=data_args.shuffle_buffer,
-        seed=training_args.seed,
-        skip_counter=skip_counter,
-    )
-    if train_stream.num_shards % accelerator.num_processes != 0:
-        logger.warning(
-            "%d training shards do not divide among %d processes: every rank decodes all of them",
-            train_stream.num_shards,
-            accelerator.num_processes,
-        )
+    # 3. Training stream: prepare() gives each rank whole shards; a checkpoint restores everything.
     collator = PyramidBatchCollator(processor, seed=training_args.seed)
-    train_loader = DataLoader(
-        train_stream,
-        batch_size=data_args.per_device_train_batch_size,
-        collate_fn=collator,
-        num_workers=data_args.dataloader_num_workers,
-        drop_last=True,  # equal batch sizes on every rank: the loss all-gathers embeddings
+    model, optimizer, stream, global_step = training.prepare_stream(
+        accelerator,
+        model,
+        optimizer,
+        lr_scheduler,
+        train_source,
+        collator,
+        data_args,
+        training_args.seed,
+        resume_checkpoint,
+        captions=True,
     )
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    global_step, position = training.resume(
-        accelerator, lr_scheduler, resume_checkpoint, data_args.per_device_train_batch_size
-    )
-    stream = training.TrainStream(accelerator, train_loader, collator, skip_counter, position)
 
     # 4. Evaluation (main process only).
     evaluate = None

@@ -42,11 +42,10 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader
 
 import hfvision  # noqa: F401  (registers AutoLink with the Auto classes)
 from hfvision import training
-from hfvision.data import SkipCounter, build_stick_figures, load_image_stream
+from hfvision.data import build_stick_figures, load_image_stream
 from hfvision.metrics import load_metric
 from hfvision.models.autolink import (
     AutoLinkConfig,
@@ -312,29 +311,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model, training_args, [{"params": trainable, "weight_decay": training_args.weight_decay}]
     )
 
-    skip_counter = SkipCounter()
-    train_stream = load_image_stream(
-        train_source,
-        split=data_args.train_split,
-        shuffle_buffer=data_args.shuffle_buffer,
-        seed=training_args.seed,
-        skip_counter=skip_counter,
-    )
     collator = KeypointBatchCollator(
         processor, model.config.mask_grid_size, data_args.horizontal_flip, training_args.seed
     )
-    train_loader = DataLoader(
-        train_stream,
-        batch_size=data_args.per_device_train_batch_size,
-        collate_fn=collator,
-        num_workers=data_args.dataloader_num_workers,
-        drop_last=True,
+    model, optimizer, stream, global_step = training.prepare_stream(
+        accelerator,
+        model,
+        optimizer,
+        lr_scheduler,
+        train_source,
+        collator,
+        data_args,
+        training_args.seed,
+        resume_checkpoint,
     )
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    global_step, position = training.resume(
-        accelerator, lr_scheduler, resume_checkpoint, data_args.per_device_train_batch_size
-    )
-    stream = training.TrainStream(accelerator, train_loader, collator, skip_counter, position)
 
     eval_data = load_eval_data(data_args, eval_source, processor) if accelerator.is_main_process else None
 
