@@ -11,6 +11,9 @@ the figure's box diagonal; first half fits, second half scores) against the mean
 graph's 6 strongest edges are true bones (after Hungarian matching of keypoints to joints).
 
     python benchmarks/autolink_stick_figures.py [--max_steps 2000] [--seeds 0] [--output_dir runs/faithfulness_autolink]
+    # the digest's 64-pixel plan (autolink-small, K = 7, batch 32; about 1.5 s per step on one core)
+    python benchmarks/autolink_stick_figures.py --config training/configs/train_autolink_stick_figures.yaml \
+        --max_steps 1500 --output_dir runs/faithfulness_autolink_64
 
 Each run is its own process (`OMP_NUM_THREADS=1` recommended on shared cores); finished runs are re-used. Extra
 flags go to the training script (e.g. `--stick_figures_backgrounds flat`).
@@ -31,12 +34,12 @@ VARIANTS = {"graph": [], "no-graph": ["--use_edge_map", "false"]}
 COLUMNS = ("keypoint_nme", "mean_pose_nme", "edge_precision", "spanning_tree_match")
 
 
-def run(output_dir: Path, seed: int, max_steps: int, flags: list[str]) -> dict:
+def run(config: Path, output_dir: Path, seed: int, max_steps: int, flags: list[str]) -> dict:
     """One training run; returns its final metrics (re-used when the run already finished)."""
     results = output_dir / "final" / "eval_results.json"
     if not results.exists():
         command = [
-            sys.executable, str(REPO / "training" / "train_autolink.py"), "--config", str(CONFIG),
+            sys.executable, str(REPO / "training" / "train_autolink.py"), "--config", str(config),
             "--output_dir", str(output_dir), "--seed", str(seed), "--max_steps", str(max_steps),
             "--eval_steps", str(max_steps), "--checkpointing_steps", "500", "--resume_from_checkpoint", "latest",
             *flags,
@@ -50,12 +53,14 @@ def main() -> None:
     parser.add_argument("--output_dir", default="runs/faithfulness_autolink")
     parser.add_argument("--max_steps", type=int, default=2000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--config", type=Path, default=CONFIG, help="training config (default: the tiny one)")
     args, training_flags = parser.parse_known_args()
 
     table: dict[str, dict[str, list[float]]] = {}
     for variant, flags in VARIANTS.items():
         for seed in args.seeds:
-            metrics = run(Path(args.output_dir) / f"{variant}-seed{seed}", seed, args.max_steps, flags + training_flags)
+            output_dir = Path(args.output_dir) / f"{variant}-seed{seed}"
+            metrics = run(args.config, output_dir, seed, args.max_steps, flags + training_flags)
             for column in COLUMNS:
                 table.setdefault(variant, {}).setdefault(column, []).append(metrics[f"eval/{column}"])
             print(f"{variant} seed {seed}: " + ", ".join(f"{c} {metrics[f'eval/{c}']:.3f}" for c in COLUMNS))
