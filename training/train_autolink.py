@@ -213,14 +213,10 @@ def load_eval_data(
         logger.warning("no evaluation: the eval split has %d samples with ground-truth keypoints", len(samples))
         return None
     size = image_processor.size["height"], image_processor.size["width"]
-    # Ground truth at the model input's size (pixel centres scale with (size - 1) / (original - 1)).
-    keypoints = np.stack(
-        [
-            np.asarray(sample["keypoints"], dtype=np.float64)
-            * (np.array([size[1] - 1, size[0] - 1]) / (np.array(sample["image"].size) - 1))
-            for sample in samples
-        ]
-    )
+    # Ground truth at the model input's size, as the processor's resize moves pixel centres: x' = (x + 0.5) s - 0.5.
+    scales = np.array([[size[1], size[0]]]) / np.array([sample["image"].size for sample in samples])  # (N, 2)
+    original = np.stack([np.asarray(sample["keypoints"], dtype=np.float64) for sample in samples])  # (N, J, 2)
+    keypoints = (original + 0.5) * scales[:, None] - 0.5
     pixel_values = image_processor([sample["image"] for sample in samples], return_tensors="pt").pixel_values
     skeleton_path = Path(data_args.skeleton) if data_args.skeleton else Path(eval_source) / "skeleton.json"
     bones = json.loads(skeleton_path.read_text())["bones"] if skeleton_path.is_file() else None
