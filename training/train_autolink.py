@@ -1,4 +1,4 @@
-"""Train AutoLink (He, Wandt, Rhodin; CVPR 2022, arXiv 2205.10636) on an image stream with Accelerate.
+"""Train AutoLink (He, Wandt, Rhodin; NeurIPS 2022, arXiv 2205.10636) on an image stream with Accelerate.
 
 Self-supervised: the only signal is restoring an 80%-masked image from the edge map of the detected keypoints and
 the learned graph. Usage (one or many processes, CPU or GPUs; a YAML file gives defaults, flags override them)::
