@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> dict:
         training_config=config,
         datasets=["hfvision/stick-figures"],
         num_keypoints=config["num_keypoints"],
+        edge_thickness=config["edge_thickness"],
+        graph_lr_scale=config["graph_lr_scale"],
         keypoints_image="keypoints.png",
         training_data_description=(
             "Trained for a few hundred steps on seeded 32x32 stick figures on a CPU: a demonstration of the method "
