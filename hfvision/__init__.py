@@ -51,54 +51,73 @@ from .models.pyramidclip import (
 __version__ = "0.1.0"
 
 
+def _register_method(
+    config: type,
+    models: list[tuple[type, type]],
+    image_processor: type,
+    processor: type | None = None,
+) -> None:
+    """Register one method's classes with the Auto classes and for remote-code export.
+
+    Args:
+        config: the method's config class.
+        models: `(Auto class, model class)` pairs; a model class listed under several Auto classes is exported (its
+            `auto_map` entry in saved checkpoints) under the first.
+        image_processor: registered as the PIL backend of `AutoImageProcessor`.
+        processor: a multimodal processor for `AutoProcessor`, if the method has one.
+    """
+    AutoConfig.register(config.model_type, config, exist_ok=True)
+    config.register_for_auto_class()
+    exported: set[type] = set()
+    for auto_class, model_class in models:
+        auto_class.register(config, model_class, exist_ok=True)
+        if model_class not in exported:
+            model_class.register_for_auto_class(auto_class.__name__)
+            exported.add(model_class)
+    AutoImageProcessor.register(config, image_processor_classes={"pil": image_processor}, exist_ok=True)
+    image_processor.register_for_auto_class("AutoImageProcessor")
+    if processor is not None:
+        AutoProcessor.register(config, processor, exist_ok=True)
+        processor.register_for_auto_class("AutoProcessor")
+
+
 def _register() -> None:
     """Register every model with the Auto classes and for remote-code export (the one place this happens)."""
-    for config in (PyramidClipConfig, PyramidClipTextConfig, PyramidClipVisionConfig):
-        AutoConfig.register(config.model_type, config, exist_ok=True)
-    AutoModel.register(PyramidClipConfig, PyramidClipModel, exist_ok=True)
-    AutoModelForZeroShotImageClassification.register(PyramidClipConfig, PyramidClipModel, exist_ok=True)
-    AutoModelForImageClassification.register(PyramidClipConfig, PyramidClipForImageClassification, exist_ok=True)
-    AutoImageProcessor.register(
-        PyramidClipConfig, image_processor_classes={"pil": PyramidClipImageProcessor}, exist_ok=True
+    for sub_config in (PyramidClipTextConfig, PyramidClipVisionConfig):
+        AutoConfig.register(sub_config.model_type, sub_config, exist_ok=True)
+    _register_method(
+        PyramidClipConfig,
+        [
+            (AutoModel, PyramidClipModel),
+            (AutoModelForZeroShotImageClassification, PyramidClipModel),
+            (AutoModelForImageClassification, PyramidClipForImageClassification),
+        ],
+        PyramidClipImageProcessor,
+        PyramidClipProcessor,
     )
-    AutoProcessor.register(PyramidClipConfig, PyramidClipProcessor, exist_ok=True)
-
-    PyramidClipConfig.register_for_auto_class()
-    PyramidClipModel.register_for_auto_class("AutoModel")
-    PyramidClipForImageClassification.register_for_auto_class("AutoModelForImageClassification")
-    PyramidClipImageProcessor.register_for_auto_class("AutoImageProcessor")
-    PyramidClipProcessor.register_for_auto_class("AutoProcessor")
-
-    AutoConfig.register(McMaeConfig.model_type, McMaeConfig, exist_ok=True)
-    AutoModel.register(McMaeConfig, McMaeModel, exist_ok=True)
-    AutoModelForPreTraining.register(McMaeConfig, McMaeForPreTraining, exist_ok=True)
-    AutoModelForImageClassification.register(McMaeConfig, McMaeForImageClassification, exist_ok=True)
-    AutoImageProcessor.register(McMaeConfig, image_processor_classes={"pil": McMaeImageProcessor}, exist_ok=True)
-    McMaeConfig.register_for_auto_class()
-    McMaeModel.register_for_auto_class("AutoModel")
-    McMaeForPreTraining.register_for_auto_class("AutoModelForPreTraining")
-    McMaeForImageClassification.register_for_auto_class("AutoModelForImageClassification")
-    McMaeImageProcessor.register_for_auto_class("AutoImageProcessor")
-
-    AutoConfig.register(LpsResNetConfig.model_type, LpsResNetConfig, exist_ok=True)
-    AutoModel.register(LpsResNetConfig, LpsResNetModel, exist_ok=True)
-    AutoModelForImageClassification.register(LpsResNetConfig, LpsResNetForImageClassification, exist_ok=True)
-    AutoModelForSemanticSegmentation.register(LpsResNetConfig, LpsForSemanticSegmentation, exist_ok=True)
-    AutoImageProcessor.register(LpsResNetConfig, image_processor_classes={"pil": LpsImageProcessor}, exist_ok=True)
-    LpsResNetConfig.register_for_auto_class()
-    LpsResNetModel.register_for_auto_class("AutoModel")
-    LpsResNetForImageClassification.register_for_auto_class("AutoModelForImageClassification")
-    LpsForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
-    LpsImageProcessor.register_for_auto_class("AutoImageProcessor")
-
-    AutoConfig.register(AutoLinkConfig.model_type, AutoLinkConfig, exist_ok=True)
-    AutoModel.register(AutoLinkConfig, AutoLinkModel, exist_ok=True)
-    AutoModelForPreTraining.register(AutoLinkConfig, AutoLinkForSelfSupervisedKeypoints, exist_ok=True)
-    AutoImageProcessor.register(AutoLinkConfig, image_processor_classes={"pil": AutoLinkImageProcessor}, exist_ok=True)
-    AutoLinkConfig.register_for_auto_class()
-    AutoLinkModel.register_for_auto_class("AutoModel")
-    AutoLinkForSelfSupervisedKeypoints.register_for_auto_class("AutoModelForPreTraining")
-    AutoLinkImageProcessor.register_for_auto_class("AutoImageProcessor")
+    _register_method(
+        McMaeConfig,
+        [
+            (AutoModel, McMaeModel),
+            (AutoModelForPreTraining, McMaeForPreTraining),
+            (AutoModelForImageClassification, McMaeForImageClassification),
+        ],
+        McMaeImageProcessor,
+    )
+    _register_method(
+        LpsResNetConfig,
+        [
+            (AutoModel, LpsResNetModel),
+            (AutoModelForImageClassification, LpsResNetForImageClassification),
+            (AutoModelForSemanticSegmentation, LpsForSemanticSegmentation),
+        ],
+        LpsImageProcessor,
+    )
+    _register_method(
+        AutoLinkConfig,
+        [(AutoModel, AutoLinkModel), (AutoModelForPreTraining, AutoLinkForSelfSupervisedKeypoints)],
+        AutoLinkImageProcessor,
+    )
     # transformers 5 has no keypoint-detection task; `pipeline(...).save_pretrained` ships this one as remote code
     PIPELINE_REGISTRY.register_pipeline(
         "keypoint-detection", pipeline_class=KeypointDetectionPipeline, pt_model=AutoModel, type="image"
