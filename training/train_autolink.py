@@ -23,7 +23,8 @@ What it does:
 5. every `eval_steps` and at the end, on the eval split (with ground truth): the reconstruction loss with fixed
    masks, the keypoint error after a linear regression to the true joints (`keypoint_regression_error`; first half
    fits, second half scores; normalised by the figure's box diagonal) and how many of the graph's strongest edges are
-   true bones (`skeleton_recovery`, with the bones of the data folder's `skeleton.json`);
+   true bones (`skeleton_recovery`, with the bones of the data folder's `skeleton.json`: Hungarian-matched precision
+   and the nearest-joint bone recall);
 6. at the end: `save_pretrained` of model + processor into `output_dir/final` with `eval_results.json` and
    `keypoints.png`, held-out images with their keypoints and the learned skeleton drawn on them.
 """
@@ -46,6 +47,7 @@ from torch import nn
 import hfvision  # noqa: F401  (registers AutoLink with the Auto classes)
 from hfvision import training
 from hfvision.data import build_stick_figures, load_image_stream
+from hfvision.data.stick_figures import DARK_ON_LIGHT
 from hfvision.metrics import load_metric
 from hfvision.models.autolink import (
     AutoLinkConfig,
@@ -59,6 +61,7 @@ logger = get_logger(__name__)
 
 LOSS_TERMS = ("l1_loss", "ssim_loss", "perceptual_loss")
 OVERLAY_IMAGES = 8
+OVERLAY_MIN_SIZE = 128  # small images are drawn enlarged to at least this short side
 
 
 @dataclass
@@ -98,6 +101,16 @@ class DataArguments(StreamDataArguments):
         default="flat,gradient,noise", metadata={"help": "Comma-separated background kinds of the stick figures."}
     )
     stick_figures_max_rotation: float = field(default=30.0, metadata={"help": "Largest figure rotation, degrees."})
+    stick_figures_line_width: str = field(
+        default="0.045,0.065", metadata={"help": "Range of the limb width as a fraction of the image side, 'low,high'."}
+    )
+    stick_figures_fixed_colors: bool = field(
+        default=False,
+        metadata={
+            "help": "Dark figures on light backgrounds instead of random colours, so the keypoints cannot learn to "
+            "encode the colours for the decoder (see the README's AutoLink section)."
+        },
+    )
     shards_per_process: int = field(default=2, metadata={"help": "Stick-figure shards per training process."})
     horizontal_flip: bool = field(default=True, metadata={"help": "Random horizontal flips (the paper's)."})
     skeleton: str | None = field(
@@ -135,6 +148,8 @@ def prepare_stick_figures(data_args: DataArguments, output_dir: Path, accelerato
                 image_size=data_args.stick_figures_image_size,
                 backgrounds=data_args.stick_figures_backgrounds.split(","),
                 max_rotation=data_args.stick_figures_max_rotation,
+                line_width_range=tuple(float(value) for value in data_args.stick_figures_line_width.split(",")),
+                colors=DARK_ON_LIGHT if data_args.stick_figures_fixed_colors else None,
                 seed=seed,
                 num_shards=world_size * data_args.shards_per_process,
                 num_eval_shards=world_size,
@@ -257,6 +272,7 @@ def evaluate_keypoints(
             edge_precision=recovery["edge_precision"],
             spanning_tree_match=float(recovery["spanning_tree_match"]),
             bone_to_nonbone_weight_ratio=recovery["bone_to_nonbone_weight_ratio"],
+            nearest_joint_bone_recall=recovery["nearest_joint_bone_recall"],
         )
     return metrics
 
@@ -274,7 +290,7 @@ def save_overlays(
         outputs, target_sizes=[image.size[::-1] for image in data.images]
     )
     drawn = [
-        draw_keypoints(image, result["keypoints"], result["edges"])
+        draw_keypoints(image, result["keypoints"], result["edges"], scale=max(1, OVERLAY_MIN_SIZE // min(image.size)))
         for image, result in zip(data.images, results, strict=True)
     ]
     width, height = drawn[0].size

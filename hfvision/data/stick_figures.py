@@ -33,6 +33,7 @@ from .webdataset import write_shards
 
 __all__ = [
     "BACKGROUNDS",
+    "DARK_ON_LIGHT",
     "STICK_FIGURE_BONES",
     "STICK_FIGURE_JOINTS",
     "StickFigures",
@@ -51,6 +52,8 @@ STICK_FIGURE_JOINTS: tuple[str, ...] = (
 # Parent -> child pairs of joint indices; a tree over the joints rooted at the pelvis.
 STICK_FIGURE_BONES: tuple[tuple[int, int], ...] = ((2, 1), (1, 0), (1, 3), (1, 4), (2, 5), (2, 6))
 BACKGROUNDS: tuple[str, ...] = ("flat", "gradient", "noise")
+# `colors` of near-black figures on a light grey background.
+DARK_ON_LIGHT: tuple[tuple[int, int, int], tuple[int, int, int]] = ((30, 30, 30), (225, 225, 225))
 
 _HEAD, _NECK, _PELVIS, _LEFT_HAND, _RIGHT_HAND, _LEFT_FOOT, _RIGHT_FOOT = range(len(STICK_FIGURE_JOINTS))
 # Nominal bone lengths and head radius as fractions of the standing height (feet to top of the head, limbs straight):
@@ -58,7 +61,9 @@ _HEAD, _NECK, _PELVIS, _LEFT_HAND, _RIGHT_HAND, _LEFT_FOOT, _RIGHT_FOOT = range(
 _LEG, _TORSO, _NECK_LENGTH, _HEAD_RADIUS, _ARM = 0.45, 0.33, 0.13, 0.09, 0.36
 _LENGTH_JITTER = 0.1
 # Joint-angle limits in degrees. Arms and legs are measured from the torso's "down" direction, towards their own side.
-_TORSO_LEAN, _HEAD_TILT, _ARM_RANGE, _LEG_RANGE = 15.0, 25.0, (10.0, 170.0), (-5.0, 45.0)
+# Legs stand apart, so the pelvis is a visible bend between the torso and each leg rather than a point on a straight
+# neck-to-foot line (a keypoint there would explain no pixel that a neck-to-foot edge does not).
+_TORSO_LEAN, _HEAD_TILT, _ARM_RANGE, _LEG_RANGE = 15.0, 25.0, (10.0, 170.0), (15.0, 60.0)
 # Smallest RGB distance between the figure's colour and any blend of the background colours, so the figure stands out.
 _MIN_CONTRAST = 110.0
 _NOISE_CELLS = (3, 9)  # coarse grid sizes of the noise texture, upsampled to the image
@@ -83,6 +88,11 @@ def _segment_distance(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) 
     return np.sqrt(sum((o - along * d) ** 2 for o, d in zip(offsets, directions, strict=True)))
 
 
+def _blend_distance(colour: np.ndarray, blend_ends: np.ndarray) -> float:
+    """RGB distance from `colour` (3,) to the nearest blend of the two colours `blend_ends` (2, 3)."""
+    return float(_segment_distance(colour[None], blend_ends[:1], blend_ends[1:])[0, 0])
+
+
 class StickFigures:
     """A fixed-length, random-access collection of seeded stick-figure images with keypoints.
 
@@ -97,6 +107,10 @@ class StickFigures:
             `image_size`. A posed figure whose extent would not fit in the image is scaled down until it does.
         line_width_range: Range of the limb width as a fraction of `image_size` (3-4 px at 64 px by default).
         backgrounds: Background kinds to draw from, a subset of `BACKGROUNDS`.
+        colors: `(figure, background)` RGB colours (0-255) for every figure instead of random ones ("gradient"
+            and "noise" backgrounds blend towards a random second colour that keeps the contrast). With fixed colours
+            the pose is the only thing that varies, so a self-supervised model cannot pass colours through its
+            keypoints.
 
     Each sample is a dict:
 
@@ -122,6 +136,7 @@ class StickFigures:
         height_range: tuple[float, float] = (0.5, 0.8),
         line_width_range: tuple[float, float] = (0.045, 0.065),
         backgrounds: Sequence[str] = BACKGROUNDS,
+        colors: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> None:
         if num_samples < 1:
             raise ValueError(f"`num_samples` must be >= 1, got {num_samples}")
@@ -136,6 +151,10 @@ class StickFigures:
         unknown = [name for name in backgrounds if name not in BACKGROUNDS]
         if unknown or not backgrounds:
             raise ValueError(f"`backgrounds` must be a non-empty subset of {BACKGROUNDS}, got {list(backgrounds)}")
+        if colors is not None and (
+            len(colors) != 2 or any(len(color) != 3 or not all(0 <= c <= 255 for c in color) for color in colors)
+        ):
+            raise ValueError(f"`colors` must be None or two RGB triples in [0, 255], got {colors}")
         if not _KEY_SAFE.issuperset(split):
             raise ValueError(f"`split` may only hold letters, digits, '_' and '-', got {split!r}")
         self.num_samples = num_samples
@@ -146,6 +165,7 @@ class StickFigures:
         self.height_range = (float(height_range[0]), float(height_range[1]))
         self.line_width_range = (float(line_width_range[0]), float(line_width_range[1]))
         self.backgrounds = tuple(backgrounds)
+        self.colors = None if colors is None else np.asarray(colors, dtype=np.float64)
         self._split_salt = zlib.crc32(split.encode("utf-8"))
         centres = np.arange(image_size, dtype=np.float64)
         self._pixel_centres = np.stack(np.meshgrid(centres, centres, indexing="xy"), axis=-1).reshape(-1, 2)  # (P, 2)
@@ -241,14 +261,23 @@ class StickFigures:
         rng = self._rng(_RENDER_STREAM, index)
         kind = str(rng.choice(self.backgrounds))
         background_colours = rng.uniform(0.0, 255.0, size=(2, 3))
-        if kind == "flat":
-            background_colours[1] = background_colours[0]
-        # Rejection-sample a figure colour far from every blend of the two background colours (the RGB segment
-        # between them); this succeeds within a few draws.
-        blend_start, blend_end = background_colours[:1], background_colours[1:]
-        figure_colour = rng.uniform(0.0, 255.0, size=3)
-        while _segment_distance(figure_colour[None], blend_start, blend_end)[0, 0] < _MIN_CONTRAST:
+        if self.colors is None:
+            # Rejection-sample a figure colour far from every blend of the two background colours (the RGB segment
+            # between them); this succeeds within a few draws.
+            if kind == "flat":
+                background_colours[1] = background_colours[0]
             figure_colour = rng.uniform(0.0, 255.0, size=3)
+            while _blend_distance(figure_colour, background_colours) < _MIN_CONTRAST:
+                figure_colour = rng.uniform(0.0, 255.0, size=3)
+        else:
+            # Fixed colours; a gradient or noise background blends towards a random second colour that contrasts
+            # with the figure as much as the fixed pair does at least.
+            figure_colour, background_colours[0] = self.colors
+            if kind == "flat":
+                background_colours[1] = background_colours[0]
+            contrast = min(_MIN_CONTRAST, float(np.linalg.norm(figure_colour - background_colours[0])))
+            while _blend_distance(figure_colour, background_colours) < contrast:
+                background_colours[1] = rng.uniform(0.0, 255.0, size=3)
         background = self._background(rng, kind, background_colours)
 
         # Coverage of each pixel centre by the limbs (capsules of width `line_width`) and the head (a disc), with a
@@ -277,6 +306,8 @@ def build_stick_figures(
     num_eval_shards: int | None = None,
     max_rotation: float = 30.0,
     backgrounds: Sequence[str] = BACKGROUNDS,
+    line_width_range: tuple[float, float] = (0.045, 0.065),
+    colors: tuple[Sequence[float], Sequence[float]] | None = None,
     image_format: str = "png",
 ) -> dict[str, list[str]]:
     """Writes `StickFigures` train and eval WebDataset shards, `skeleton.json` and `build_info.json`.
@@ -297,6 +328,8 @@ def build_stick_figures(
         num_eval_shards: Eval tars, a multiple of `world_size`; defaults to `num_shards`.
         max_rotation: Largest global rotation in degrees (see `StickFigures`).
         backgrounds: Background kinds to draw from (see `StickFigures`).
+        line_width_range: Range of the limb width as a fraction of `image_size` (see `StickFigures`).
+        colors: Fixed `(figure, background)` RGB colours, or None for random ones (see `StickFigures`).
         image_format: "png" (default: lossless, so limb pixels keep the figure's exact colour) or "jpg".
 
     Returns:
@@ -304,7 +337,14 @@ def build_stick_figures(
     """
     out_dir = Path(out_dir)
     num_eval_shards = num_shards if num_eval_shards is None else num_eval_shards
-    common = {"image_size": image_size, "seed": seed, "max_rotation": max_rotation, "backgrounds": list(backgrounds)}
+    common = {
+        "image_size": image_size,
+        "seed": seed,
+        "max_rotation": max_rotation,
+        "backgrounds": list(backgrounds),
+        "line_width_range": list(line_width_range),
+        "colors": None if colors is None else [list(color) for color in colors],
+    }
     splits = {
         "train": (StickFigures(num_train, split="train", **common), num_shards),
         "eval": (StickFigures(num_eval, split="eval", **common), num_eval_shards),

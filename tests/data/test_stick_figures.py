@@ -9,6 +9,7 @@ import pytest
 from datasets import load_dataset
 
 from hfvision.data import STICK_FIGURE_BONES, STICK_FIGURE_JOINTS, StickFigures, build_stick_figures
+from hfvision.data.stick_figures import DARK_ON_LIGHT
 
 
 def _is_tree(num_nodes: int, edges) -> bool:
@@ -94,6 +95,29 @@ def test_bones_are_drawn_in_the_figure_colour():
         far = (np.linalg.norm(grid - on_bones[None], axis=-1).min(1) > 12).reshape(64, 64)
         distance = np.linalg.norm(pixels[far] - colours[0], axis=-1)
         assert far.sum() > 500 and distance.min() > 80, f"figure {index}: background too close to the figure colour"
+
+
+def test_fixed_colors_leave_only_the_pose_varying():
+    """With `colors`, bones have the figure colour and flat backgrounds the background colour (+- the light noise);
+    textured backgrounds still keep their contrast with the figure."""
+    figure_colour, background_colour = np.array(DARK_ON_LIGHT)
+    flat = StickFigures(10, image_size=64, seed=2, backgrounds=("flat",), colors=DARK_ON_LIGHT)
+    for index in range(10):
+        sample = flat[index]
+        pixels = np.asarray(sample["image"]).astype(np.int64)
+        neck = np.rint(sample["keypoints"][1]).astype(int)
+        assert (pixels[neck[1], neck[0]] == figure_colour).all()
+        assert np.abs(pixels[0, 0] - background_colour).max() <= 4
+    for kind in ("gradient", "noise"):
+        sample = StickFigures(1, image_size=64, seed=3, backgrounds=(kind,), colors=DARK_ON_LIGHT)[0]
+        pixels = np.asarray(sample["image"]).astype(np.float64)
+        yy, xx = np.mgrid[:64, :64]
+        joints = sample["keypoints"].astype(np.float64)
+        far = np.linalg.norm(np.stack([xx, yy], -1)[:, :, None] - joints, axis=-1).min(-1) > 20
+        assert far.sum() > 100
+        assert np.linalg.norm(pixels[far] - figure_colour, axis=-1).min() > 100
+    with pytest.raises(ValueError, match="colors"):
+        StickFigures(4, colors=((0, 0, 0),))
 
 
 def test_renders_quickly():

@@ -192,6 +192,25 @@ def test_one_wrong_edge(skeleton):
     assert result["bone_to_nonbone_weight_ratio"] == pytest.approx((5 / 6) / (1.5 / 15))
 
 
+def test_nearest_joint_reading_survives_a_missing_and_a_doubled_joint(skeleton):
+    """The case AutoLink produced on 32-pixel figures: no keypoint on the head, two on the pelvis, and the five other
+    bones drawn. Hungarian matching must give the head to one of the pelvis keypoints and so misreads its edges; the
+    nearest-joint reading finds the five bones among the six strongest joint pairs."""
+    truth, adjacency = _figure_case()
+    neck, pelvis = 1, 2  # no keypoint on the head (0)
+    on = [pelvis, neck, pelvis, 3, 4, 5, 6]  # keypoint k sits on joint on[k]; keypoint 0 doubles the pelvis
+    learned = truth[:, on] + np.array([1.0, 0.0])  # 1 px off
+    weights = adjacency[np.ix_(on, on)] * 2.0
+    weights[0, 1:] = weights[1:, 0] = 0.0  # the double draws no edges of its own
+    weights[0, 3] = weights[3, 0] = 0.5  # ... but one weak, wrong one (pelvis-left hand)
+    np.fill_diagonal(weights, 0.0)
+    result = skeleton.compute(predictions=learned, references=truth, edge_weights=weights, bones=STICK_FIGURE_BONES)
+    assert result["edge_precision"] < 5 / 6
+    assert result["nearest_joint_bone_recall"] == pytest.approx(5 / 6)
+    perfect = skeleton.compute(predictions=truth, references=truth, edge_weights=adjacency, bones=STICK_FIGURE_BONES)
+    assert perfect["nearest_joint_bone_recall"] == 1.0
+
+
 def test_more_and_fewer_keypoints_than_joints(skeleton):
     truth, adjacency = _figure_case()
     # K = 9: two extra keypoints far off every joint, with strong edges between them, are left unmatched.

@@ -30,9 +30,11 @@ def test_demo_publishes_the_measured_keypoint_numbers_and_loads_the_pipeline_by_
     card = ModelCard.load(final / "README.md")
     values = {result.metric_name: result.metric_value for result in card.data.eval_results}
     assert values["Regressed keypoint error (NME, box diagonal)"] == metrics["eval/keypoint_nme"]
-    assert values["Strongest-edge precision vs true bones"] == metrics["eval/edge_precision"]
+    assert values["Strongest-edge precision vs true bones (Hungarian)"] == metrics["eval/edge_precision"]
+    bones = values["True bones among the strongest edges (nearest joint)"]
+    assert bones == metrics["eval/nearest_joint_bone_recall"]
     assert card.data.pipeline_tag == "keypoint-detection" and "](keypoints.png)" in card.text
     uploaded = out.split("4. publish")[1].splitlines()[1].split()
     assert {"keypoints.png", "model.safetensors", "README.md", "modeling_autolink.py"} <= set(uploaded)
-    with Image.open(tmp_path / "keypoints_from_hub.png") as strip:  # 3 figures of 32 pixels side by side
-        assert strip.size == (3 * 34 + 2, 36)
+    with Image.open(tmp_path / "keypoints_from_hub.png") as strip:  # 3 figures of 32 pixels, drawn 4x larger
+        assert strip.size == (3 * 130 + 2, 132)

@@ -10,7 +10,7 @@ from PIL import Image
 from transformers import AutoModel, pipeline
 
 from hfvision.models.autolink import AutoLinkModel
-from tests.training.conftest import load_training_script, one_thread
+from tests.training.conftest import TRAINING, load_training_script, one_thread
 
 TINY_ARGS = [
     "--stick_figures", "--stick_figures_num_train", "128", "--stick_figures_num_eval", "32",
@@ -55,5 +55,20 @@ def test_final_checkpoint_loads_by_auto_class_and_pipeline_and_draws_the_skeleto
     points = torch.tensor(result["keypoints"])  # pixel (x, y) inside the 48 x 40 image
     assert points.shape == (7, 2) and points.min() >= 0
     assert points[:, 0].max() <= 47 and points[:, 1].max() <= 39
-    with Image.open(final / "keypoints.png") as strip:  # 8 held-out 32-pixel figures side by side
-        assert strip.size == (8 * 34 + 2, 36)
+    with Image.open(final / "keypoints.png") as strip:  # 8 held-out 32-pixel figures side by side, drawn 4x larger
+        assert strip.size == (8 * 130 + 2, 132)
+
+
+@pytest.mark.slow
+def test_keypoints_learn_the_pose_only_through_the_graph(tmp_path):
+    """The repository's stick-figure config, 1000 steps with and without the edge map: with it, the regressed
+    keypoint error falls below half the mean pose's and well below the no-graph ablation's, whose detector never gets
+    a gradient (measured: 0.034 vs 0.137, mean pose 0.217; 5 min 18 s for both runs on one core)."""
+    script = load_training_script("train_autolink")
+    config = str(TRAINING / "configs" / "train_autolink_stick_figures.yaml")
+    common = ["--config", config, "--max_steps", "1000", "--eval_steps", "1000", "--checkpointing_steps", "1000"]
+    with one_thread():
+        graph = script.main([*common, "--output_dir", str(tmp_path / "graph")])
+        ablation = script.main([*common, "--output_dir", str(tmp_path / "no-graph"), "--use_edge_map", "false"])
+    assert graph["eval/keypoint_nme"] < 0.5 * graph["eval/mean_pose_nme"]
+    assert graph["eval/keypoint_nme"] < 0.7 * ablation["eval/keypoint_nme"]

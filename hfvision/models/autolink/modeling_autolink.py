@@ -508,6 +508,9 @@ class AutoLinkModel(AutoLinkPreTrainedModel):
     masked-image decoder and the loss.
     """
 
+    # Loaded from a training checkpoint, the decoder is expected to be left behind: no "unexpected keys" report.
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^masked_image_scale$"]
+
     def __init__(self, config: AutoLinkConfig):
         super().__init__(config)
         self.detector = AutoLinkDetector(config)

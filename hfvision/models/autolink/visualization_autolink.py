@@ -23,7 +23,8 @@ def draw_keypoints(
     edges: Iterable[tuple[int, int, float]] = (),
     radius: int | None = None,
     max_line_width: int | None = None,
-    line_color: tuple[int, int, int] = (255, 255, 255),
+    line_color: tuple[int, int, int] = (255, 0, 0),
+    scale: int = 1,
 ) -> Image.Image:
     """Draw the skeleton's edges (width proportional to weight) and then the keypoints on a copy of `image`.
 
@@ -35,9 +36,11 @@ def draw_keypoints(
         radius: keypoint radius in pixels (default: 1/40 of the short side, at least 2).
         max_line_width: width of the strongest edge (default: 1/30 of the short side, at least 1).
         line_color: RGB colour of the edges; keypoints get one hue each.
+        scale: draw on the image enlarged `scale` times (nearest neighbour), so that small images stay legible;
+            keypoints are mapped with the pixel-centre convention, x' = (x + 0.5) * scale - 0.5.
 
     Returns:
-        An RGB image of the input's size.
+        An RGB image of the input's size times `scale`.
     """
     if not isinstance(image, Image.Image):
         raise TypeError(f"`image` must be a PIL image, got {type(image).__name__}.")
@@ -48,6 +51,11 @@ def draw_keypoints(
     num_keypoints = points.shape[0]
     if any(not (0 <= i < num_keypoints and 0 <= j < num_keypoints) for i, j, _ in edges):
         raise ValueError(f"`edges` must index the {num_keypoints} keypoints, got {edges}.")
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"`scale` must be an integer >= 1, got {scale!r}.")
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+        points = (points + 0.5) * scale - 0.5
     short_side = min(image.size)
     radius = max(2, round(short_side / 40)) if radius is None else radius
     max_line_width = max(1, round(short_side / 30)) if max_line_width is None else max_line_width

@@ -62,13 +62,19 @@ def test_draw_keypoints_overlays_points_and_skeleton():
     for x, y in keypoints:  # each keypoint's colour at its centre, distinct per keypoint
         assert pixels[int(y), int(x)].sum() > 0
     assert len({tuple(pixels[int(y), int(x)]) for x, y in keypoints}) == 3
-    assert pixels[10, 40].sum() == 3 * 255  # midpoint of the strong edge: white line
+    assert tuple(pixels[10, 40]) == (255, 0, 0)  # midpoint of the strong edge: a red line
     assert pixels[30, 5].sum() == 0  # away from everything: untouched
     # width proportional to weight: the strong (horizontal) edge is 4 px wide, the weak (diagonal) one 1 px
     assert (pixels[:30, 40].sum(axis=1) > 0).sum() == 4
     assert 1 <= (pixels[30, 45:66].sum(axis=1) > 0).sum() <= 2
     no_edges = np.asarray(draw_keypoints(image, torch.tensor(keypoints)))
     assert no_edges[10, 40].sum() == 0
+    enlarged = np.asarray(draw_keypoints(image, keypoints, edges, radius=3, max_line_width=4, scale=3)).astype(int)
+    assert enlarged.shape == (180, 240, 3)
+    assert tuple(enlarged[31, 121]) == (255, 0, 0)  # the strong edge, between the moved keypoints (31, 31), (211, 31)
+    assert (enlarged[31, 211] == pixels[10, 70]).all()  # keypoint 1's colour at its mapped centre
+    with pytest.raises(ValueError, match="scale"):
+        draw_keypoints(image, keypoints, scale=0)
     with pytest.raises(ValueError, match="keypoints"):
         draw_keypoints(image, [1.0, 2.0])
     with pytest.raises(ValueError, match="edges"):

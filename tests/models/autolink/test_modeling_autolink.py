@@ -324,6 +324,17 @@ class TestAutoLinkModel(ModelCommonTests):
         reloaded_scores = reloaded.autolink.graph.edge_scores * reloaded.config.graph_lr_scale
         assert (reloaded_scores + 4).abs().max() < 0.6
 
+    def test_detector_loads_from_a_training_checkpoint_without_unexpected_keys(self, tmp_path):
+        """`AutoModel` / the pipeline read the detector and graph out of a self-supervised checkpoint; the decoder is
+        left behind on purpose, so the load reports nothing and computes what the training model's detector does."""
+        training_model = self.build(AutoLinkForSelfSupervisedKeypoints).eval()
+        training_model.save_pretrained(tmp_path)
+        model, info = AutoLinkModel.from_pretrained(tmp_path, output_loading_info=True)
+        assert not info["unexpected_keys"] and not info["missing_keys"]
+        inputs = self.model_tester.prepare_inputs(AutoLinkModel)
+        with torch.no_grad():
+            torch.testing.assert_close(model.eval()(**inputs).keypoints, training_model.autolink(**inputs).keypoints)
+
     # --- training signal --------------------------------------------------------------------------------------------
     def test_edge_map_is_differentiable_wrt_keypoints_and_edge_weights(self):
         model = self.build(AutoLinkForSelfSupervisedKeypoints).train()
