@@ -132,6 +132,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataA
     model_args, data_args, training_args = training.parse_args((ModelArguments, DataArguments, TrainingArguments), argv)
     if data_args.stick_figures == bool(data_args.train_data):
         raise ValueError("pass either `--stick_figures` or `--train_data` (an image folder, tar/parquet glob, Hub id)")
+    if len(data_args.stick_figures_line_width.split(",")) != 2:
+        raise ValueError(
+            f"`--stick_figures_line_width` must be two fractions 'low,high', got {data_args.stick_figures_line_width!r}"
+        )
     return model_args, data_args, training_args
 
 

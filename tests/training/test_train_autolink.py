@@ -59,6 +59,14 @@ def test_final_checkpoint_loads_by_auto_class_and_pipeline_and_draws_the_skeleto
         assert strip.size == (8 * 130 + 2, 132)
 
 
+def test_bad_arguments_are_named():
+    script = load_training_script("train_autolink")
+    with pytest.raises(ValueError, match="--stick_figures"):
+        script.parse_args(["--output_dir", "unused"])
+    with pytest.raises(ValueError, match="stick_figures_line_width"):
+        script.parse_args(["--stick_figures", "--stick_figures_line_width", "0.05", "--output_dir", "unused"])
+
+
 @pytest.mark.slow
 def test_keypoints_learn_the_pose_only_through_the_graph(tmp_path):
     """The repository's stick-figure config, 1000 steps with and without the edge map: with it, the regressed
