@@ -27,13 +27,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     output_dir = Path(args.output_dir).resolve()
     hub = start_local_hub(output_dir)  # before any Hugging Face import
-    from PIL import Image
     from transformers import AutoModel, pipeline
 
     from hfvision.data import load_image_stream
     from hfvision.hub.card import render_model_card
     from hfvision.hub.publish import publish
-    from hfvision.models.autolink import draw_keypoints
+    from hfvision.models.autolink import draw_keypoint_strip
 
     run_dir = output_dir / "run"
     step(2, f"training with accelerate -> {run_dir}")
@@ -86,18 +85,13 @@ def main(argv: list[str] | None = None) -> dict:
     detector = pipeline("keypoint-detection", model=args.repo_id)
     images = [sample["image"] for sample in load_image_stream(str(run_dir / "stick_figures_data"), split="eval")]
     images = images[: args.num_examples]
-    drawn = [
-        draw_keypoints(image, result["keypoints"], result["edges"], scale=max(1, 128 // min(image.size)))
-        for image, result in zip(images, detector(images), strict=True)
-    ]
-    strip = Image.new("RGB", (sum(image.width + 2 for image in drawn) + 2, drawn[0].height + 4), "white")
-    for index, image in enumerate(drawn):
-        strip.paste(image, (2 + index * (image.width + 2), 2))
+    results = detector(images)
+    strip = draw_keypoint_strip(images, results)
     strip_path = output_dir / "keypoints_from_hub.png"
     strip.save(strip_path)
-    edges = [(i, j) for i, j, _ in detector(images[0])["edges"]]
+    edges = [(i, j) for i, j, _ in results[0]["edges"]]
     print(f"   {type(model).__name__} loaded from {hub.endpoint}/{args.repo_id}; strongest edges {edges}")
-    print(f"   keypoints and skeleton on {len(drawn)} held-out figures: {strip_path}")
+    print(f"   keypoints and skeleton on {len(images)} held-out figures: {strip_path}")
     print(
         f"regressed keypoint error (NME) on {int(metrics['eval/num_samples']) // 2} held-out figures: "
         f"{metrics['eval/keypoint_nme']:.3f} (mean-pose baseline {metrics['eval/mean_pose_nme']:.3f}); "

@@ -53,7 +53,7 @@ from hfvision.models.autolink import (
     AutoLinkConfig,
     AutoLinkForSelfSupervisedKeypoints,
     AutoLinkImageProcessor,
-    draw_keypoints,
+    draw_keypoint_strip,
 )
 from hfvision.training import StreamDataArguments, StreamTrainingArguments
 
@@ -61,7 +61,6 @@ logger = get_logger(__name__)
 
 LOSS_TERMS = ("l1_loss", "ssim_loss", "perceptual_loss")
 OVERLAY_IMAGES = 8
-OVERLAY_MIN_SIZE = 128  # small images are drawn enlarged to at least this short side
 
 
 @dataclass
@@ -293,15 +292,7 @@ def save_overlays(
     results = processor.post_process_keypoint_detection(
         outputs, target_sizes=[image.size[::-1] for image in data.images]
     )
-    drawn = [
-        draw_keypoints(image, result["keypoints"], result["edges"], scale=max(1, OVERLAY_MIN_SIZE // min(image.size)))
-        for image, result in zip(data.images, results, strict=True)
-    ]
-    width, height = drawn[0].size
-    strip = Image.new("RGB", (len(drawn) * (width + 2) + 2, height + 4), (255, 255, 255))
-    for index, image in enumerate(drawn):
-        strip.paste(image, (2 + index * (width + 2), 2))
-    strip.save(path)
+    draw_keypoint_strip(data.images, results).save(path)
     model.train(was_training)
 
 

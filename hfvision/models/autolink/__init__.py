@@ -15,7 +15,7 @@ from .modeling_autolink import (
     ssim,
 )
 from .pipeline_autolink import KeypointDetectionPipeline
-from .visualization_autolink import draw_keypoints, keypoint_colors
+from .visualization_autolink import draw_keypoint_strip, draw_keypoints, keypoint_colors
 
 __all__ = [
     "AutoLinkConfig",
@@ -27,6 +27,7 @@ __all__ = [
     "AutoLinkSelfSupervisedOutput",
     "KeypointDetectionPipeline",
     "block_mask",
+    "draw_keypoint_strip",
     "draw_keypoints",
     "keypoint_colors",
     "multiscale_l1",

@@ -74,4 +74,34 @@ def draw_keypoints(
     return canvas
 
 
-__all__ = ["draw_keypoints", "keypoint_colors"]
+def draw_keypoint_strip(
+    images: Sequence[Image.Image], results: Sequence[dict], min_size: int = 128, padding: int = 2
+) -> Image.Image:
+    """Images side by side on white, each with its keypoints and edges drawn by [`draw_keypoints`].
+
+    Args:
+        images: the PIL images the keypoints were detected in, all of one size.
+        results: per image, a dict with `keypoints` and `edges` (the pipeline's or `post_process_keypoint_detection`'s
+            output).
+        min_size: images whose short side is smaller are drawn enlarged by `min_size // short side` (an integer).
+        padding: white pixels around and between the images.
+
+    Returns:
+        An RGB image one drawn image high and `len(images)` wide.
+    """
+    if not images or len(images) != len(results):
+        raise ValueError(
+            f"`images` and `results` must be non-empty and of one length, got {len(images)} and {len(results)}."
+        )
+    drawn = [
+        draw_keypoints(image, result["keypoints"], result["edges"], scale=max(1, min_size // min(image.size)))
+        for image, result in zip(images, results, strict=True)
+    ]
+    width, height = drawn[0].size
+    strip = Image.new("RGB", (len(drawn) * (width + padding) + padding, height + 2 * padding), (255, 255, 255))
+    for index, image in enumerate(drawn):
+        strip.paste(image, (padding + index * (width + padding), padding))
+    return strip
+
+
+__all__ = ["draw_keypoint_strip", "draw_keypoints", "keypoint_colors"]

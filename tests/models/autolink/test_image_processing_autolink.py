@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hfvision.models.autolink import AutoLinkImageProcessor, draw_keypoints
+from hfvision.models.autolink import AutoLinkImageProcessor, draw_keypoint_strip, draw_keypoints
 from tests.models.autolink.conftest import random_image, tiny_processor
 
 
@@ -81,3 +81,16 @@ def test_draw_keypoints_overlays_points_and_skeleton():
         draw_keypoints(image, keypoints, [(0, 5, 1.0)])
     with pytest.raises(TypeError, match="image"):
         draw_keypoints(np.zeros((4, 4, 3)), keypoints)
+
+
+def test_draw_keypoint_strip_lays_enlarged_overlays_side_by_side():
+    images = [Image.new("RGB", (32, 32), (0, 0, 0)), Image.new("RGB", (32, 32), (0, 0, 90))]
+    results = [{"keypoints": [[4.0, 4.0], [28.0, 4.0]], "edges": [(0, 1, 1.0)]}] * 2
+    strip = draw_keypoint_strip(images, results)  # 32 px -> drawn 4x
+    assert strip.size == (2 * 130 + 2, 132)
+    pixels = np.asarray(strip)
+    assert tuple(pixels[0, 0]) == (255, 255, 255)  # padding
+    expected = np.asarray(draw_keypoints(images[1], **results[1], scale=4))
+    assert (pixels[2:130, 132:260] == expected).all()  # the second cell, after 2 + 128 + 2 pixels
+    with pytest.raises(ValueError, match="results"):
+        draw_keypoint_strip(images, results[:1])
