@@ -45,8 +45,11 @@ from .models.pyramidclip import (
     PyramidClipModel,
     PyramidClipProcessor,
     PyramidClipTextConfig,
+    PyramidClipTextModel,
     PyramidClipVisionConfig,
+    PyramidClipVisionModel,
 )
+from .models.score_sde import EmpiricalScoreConfig, EmpiricalScoreModel, ScoreSdeConfig, ScoreSdeModel
 
 __version__ = "0.1.0"
 
@@ -54,7 +57,7 @@ __version__ = "0.1.0"
 def _register_method(
     config: type,
     models: list[tuple[type, type]],
-    image_processor: type,
+    image_processor: type | None = None,
     processor: type | None = None,
 ) -> None:
     """Register one method's classes with the Auto classes and for remote-code export.
@@ -63,7 +66,7 @@ def _register_method(
         config: the method's config class.
         models: `(Auto class, model class)` pairs; a model class listed under several Auto classes is exported (its
             `auto_map` entry in saved checkpoints) under the first.
-        image_processor: registered as the PIL backend of `AutoImageProcessor`.
+        image_processor: registered as the PIL backend of `AutoImageProcessor` (none for a text-only tower).
         processor: a multimodal processor for `AutoProcessor`, if the method has one.
     """
     AutoConfig.register(config.model_type, config, exist_ok=True)
@@ -74,8 +77,9 @@ def _register_method(
         if model_class not in exported:
             model_class.register_for_auto_class(auto_class.__name__)
             exported.add(model_class)
-    AutoImageProcessor.register(config, image_processor_classes={"pil": image_processor}, exist_ok=True)
-    image_processor.register_for_auto_class("AutoImageProcessor")
+    if image_processor is not None:
+        AutoImageProcessor.register(config, image_processor_classes={"pil": image_processor}, exist_ok=True)
+        image_processor.register_for_auto_class("AutoImageProcessor")
     if processor is not None:
         AutoProcessor.register(config, processor, exist_ok=True)
         processor.register_for_auto_class("AutoProcessor")
@@ -83,8 +87,9 @@ def _register_method(
 
 def _register() -> None:
     """Register every model with the Auto classes and for remote-code export (the one place this happens)."""
-    for sub_config in (PyramidClipTextConfig, PyramidClipVisionConfig):
-        AutoConfig.register(sub_config.model_type, sub_config, exist_ok=True)
+    # The towers, as CLIP's: `AutoModel.from_config(config.vision_config)` builds a PyramidClipVisionModel.
+    _register_method(PyramidClipTextConfig, [(AutoModel, PyramidClipTextModel)])
+    _register_method(PyramidClipVisionConfig, [(AutoModel, PyramidClipVisionModel)], PyramidClipImageProcessor)
     _register_method(
         PyramidClipConfig,
         [
@@ -118,6 +123,9 @@ def _register() -> None:
         [(AutoModel, AutoLinkModel), (AutoModelForPreTraining, AutoLinkForSelfSupervisedKeypoints)],
         AutoLinkImageProcessor,
     )
+    # Score-SDE: a score network and the exact score of a finite set (its own model_type, so AutoModel opens either)
+    _register_method(ScoreSdeConfig, [(AutoModel, ScoreSdeModel)])
+    _register_method(EmpiricalScoreConfig, [(AutoModel, EmpiricalScoreModel)])
     # transformers 5 has no keypoint-detection task; `pipeline(...).save_pretrained` ships this one as remote code
     PIPELINE_REGISTRY.register_pipeline(
         "keypoint-detection", pipeline_class=KeypointDetectionPipeline, pt_model=AutoModel, type="image"
@@ -131,6 +139,8 @@ __all__ = [
     "AutoLinkForSelfSupervisedKeypoints",
     "AutoLinkImageProcessor",
     "AutoLinkModel",
+    "EmpiricalScoreConfig",
+    "EmpiricalScoreModel",
     "KeypointDetectionPipeline",
     "LpsForSemanticSegmentation",
     "LpsImageProcessor",
@@ -148,5 +158,9 @@ __all__ = [
     "PyramidClipModel",
     "PyramidClipProcessor",
     "PyramidClipTextConfig",
+    "PyramidClipTextModel",
     "PyramidClipVisionConfig",
+    "PyramidClipVisionModel",
+    "ScoreSdeConfig",
+    "ScoreSdeModel",
 ]

@@ -7,7 +7,8 @@ A script defines its model, processor and collator, then hands them to these pie
 - `make_accelerator`, `build_optimizer` (AdamW with open_clip's no-decay rule, warmup + cosine);
 - the training stream: the script's `DataLoader` over a `datasets` stream goes through `accelerator.prepare` (each
   rank gets whole shards), then `TrainStream` turns it into an endless, exactly resumable batch iterator;
-- `resolve_resume_checkpoint` + `resume`: model, optimizer, scheduler, RNG and each rank's stream position;
+- `prepare_output_dir` (`resolve_resume_checkpoint` + the checks) and `resume`: model, optimizer, scheduler, RNG and
+  each rank's stream position;
 - `train`: the step loop (accumulation, clipping, scheduler, logging to trackers and `log_history.jsonl`, progress
   bar, checkpoints, periodic evaluation through the script's callback, a simulated kill for tests);
 - `save_final`: `save_pretrained` of model + processor and `eval_results.json` into `output_dir/final`.
@@ -18,6 +19,15 @@ script's collator seeds its random augmentation from the batch's sample keys and
 resumed rank restarts its epoch and drops the batches it had already consumed, so it continues with exactly the batch
 the interrupted run would have seen next. `state_dict()` is inexact with a shuffle buffer > 1 and blind to DataLoader
 workers' progress.
+
+What a run refuses to do silently (issue 12): train on a stream that skipped more than `--max_skipped_fraction` of
+its samples (counts of all ranks, by reason and shard, logged every `logging_steps` and at the end); step on a
+non-finite loss (an error naming the step and the batch's sample keys, or with `--skip_nonfinite_steps` a skipped,
+counted step on every rank); resume a checkpoint saved with other arguments (each checkpoint stores
+`run_arguments.json`; only `RESUME_MAY_CHANGE` may differ) or start fresh over another run's checkpoints (unless
+`--overwrite_output_dir`); leave a half-written checkpoint where `latest` finds it (checkpoints are written to
+`checkpoint-N.tmp` and renamed when complete on every rank); repeat steps in `log_history.jsonl` after a resume
+(entries after the resumed step are dropped).
 """
 
 from __future__ import annotations
@@ -46,7 +56,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.logging import get_logger
 from accelerate.state import AcceleratorState
 from accelerate.tracking import get_available_trackers
-from accelerate.utils import GradientAccumulationPlugin
+from accelerate.utils import GradientAccumulationPlugin, gather_object
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -61,16 +71,20 @@ __all__ = [
     "TrainStream",
     "batch_seed",
     "build_optimizer",
+    "check_run_arguments",
     "exit_cleanly",
     "find_latest_checkpoint",
     "finish",
     "make_accelerator",
     "parse_args",
+    "prepare_output_dir",
     "prepare_stream",
     "resolve_resume_checkpoint",
     "resume",
     "run_config",
+    "save_checkpoint",
     "save_final",
+    "skip_table",
     "train",
     "weight_decay_param_groups",
 ]
@@ -78,6 +92,11 @@ __all__ = [
 logger = get_logger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
+RUN_ARGUMENTS_FILE = "run_arguments.json"
+# Fields a resumed run may change: the step budget, and where / how the run (re)starts.
+RESUME_MAY_CHANGE = frozenset(
+    {"max_steps", "num_train_steps", "output_dir", "resume_from_checkpoint", "overwrite_output_dir", "stop_after_step"}
+)
 
 
 # --- arguments -----------------------------------------------------------------------------------------------------
@@ -139,6 +158,27 @@ class StreamTrainingArguments:
     stop_after_step: int | None = field(
         default=None, metadata={"help": "Testing: hard-exit with status 1 right after this step (simulates a kill)."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start fresh: delete the checkpoints, log_history.jsonl and final/ of an earlier run in output_dir "
+            "(without it, a run refuses to start fresh where another run left checkpoints)."
+        },
+    )
+    max_skipped_fraction: float | None = field(
+        default=0.01,
+        metadata={
+            "help": "Stop the run when more than this fraction of the samples read so far (all ranks) was skipped as "
+            "unreadable or invalid (None: never stop)."
+        },
+    )
+    skip_nonfinite_steps: bool = field(
+        default=False,
+        metadata={
+            "help": "On a NaN/inf loss, skip that optimizer step (gradients zeroed) and count it, instead of "
+            "stopping the run with an error naming the step and the batch's sample keys."
+        },
+    )
 
 
 def _yaml_to_argv(config_path: str) -> list[str]:
@@ -171,6 +211,9 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
             value.max_steps < 1 or value.gradient_accumulation_steps < 1
         ):
             raise ValueError("`max_steps` and `gradient_accumulation_steps` must be >= 1")
+        fraction = value.max_skipped_fraction if isinstance(value, StreamTrainingArguments) else None
+        if fraction is not None and not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"`max_skipped_fraction` must be in [0, 1], got {fraction}")
     return tuple(parsed)
 
 
@@ -273,13 +316,20 @@ class EpochAwareCollator(Protocol):
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]: ...
 
 
+def _count_key(reason: str, shard: str) -> str:
+    return f"{reason}\t{shard}"
+
+
 @dataclass
 class StreamPosition:
-    """Where one rank is in its training stream; saved per rank in every checkpoint."""
+    """Where one rank is in its training stream, and the run's counters; saved per rank in every checkpoint."""
 
     epoch: int = 0
     batches_in_epoch: int = 0  # micro-batches this rank has consumed in `epoch`
     skipped_before_epoch: int = 0  # corrupt samples this rank's stream dropped in earlier epochs
+    # This rank's SkipCounter counts of earlier epochs, "reason\tshard" -> n (kept samples under reason "ok").
+    counts_before_epoch: dict[str, int] = field(default_factory=dict)
+    num_nonfinite_steps: int = 0  # optimizer steps skipped for a non-finite loss (same on every rank)
 
 
 class TrainStream:
@@ -304,17 +354,39 @@ class TrainStream:
         self.collator = collator
         self.skip_counter = skip_counter
         self.position = position if position is not None else StreamPosition()
-        self._skipped_at_epoch_start = skip_counter.num_skipped
+        self._at_epoch_start = self._counter_snapshot()
+
+    def _counter_snapshot(self) -> dict[str, int]:
+        counts = self.skip_counter.counts(include_ok=True)
+        return {_count_key(reason, shard): count for (reason, shard), count in counts.items()}
+
+    def counts(self) -> dict[str, int]:
+        """This rank's counts over the whole run (resumes included), `"reason\tshard" -> n`: the skip and drop
+        reasons of `SkipCounter` plus `"ok"` for kept samples. A resumed epoch re-reads its start, so the counts of
+        the current epoch restart with it."""
+        totals = dict(self.position.counts_before_epoch)
+        for name, count in self._counter_snapshot().items():
+            totals[name] = totals.get(name, 0) + count - self._at_epoch_start.get(name, 0)
+        return {name: count for name, count in totals.items() if count}
+
+    def totals(self) -> dict[str, int]:
+        """`counts()` summed over shards: reason -> n."""
+        totals: dict[str, int] = {}
+        for name, count in self.counts().items():
+            reason = name.split("\t", 1)[0]
+            totals[reason] = totals.get(reason, 0) + count
+        return totals
 
     @property
     def num_skipped(self) -> int:
         """Corrupt samples this rank's stream has dropped, over the whole run (resumes included)."""
-        return self.position.skipped_before_epoch + self.skip_counter.num_skipped - self._skipped_at_epoch_start
+        totals = self.totals()
+        return sum(totals.get(reason, 0) for reason in self.skip_counter.SKIP_REASONS)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         position = self.position
         while True:
-            self._skipped_at_epoch_start = self.skip_counter.num_skipped
+            self._at_epoch_start = self._counter_snapshot()
             self.loader.set_epoch(position.epoch)
             self.collator.epoch = position.epoch
             already_consumed = position.batches_in_epoch
@@ -337,6 +409,8 @@ class TrainStream:
                     "samples than `per_device_train_batch_size`"
                 )
             position.skipped_before_epoch = self.num_skipped
+            position.counts_before_epoch = self.counts()
+            self._at_epoch_start = self._counter_snapshot()
             position.epoch += 1
             position.batches_in_epoch = 0
 
@@ -364,12 +438,31 @@ def find_latest_checkpoint(output_dir: Path, world_size: int) -> Path | None:
     return complete[-1] if complete else None
 
 
+def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` as they read back from JSON (tuples become lists, paths and enums strings)."""
+    return json.loads(json.dumps(values, default=str))
+
+
 def save_checkpoint(
-    accelerator: Accelerator, output_dir: Path, step: int, stream: TrainStream, total_limit: int | None
+    accelerator: Accelerator,
+    output_dir: Path,
+    step: int,
+    stream: TrainStream,
+    total_limit: int | None,
+    run_arguments: dict[str, Any] | None = None,
 ) -> Path:
-    """`save_state` (model, optimizer, scheduler, RNG) plus this rank's stream position; prunes old checkpoints."""
+    """`save_state` (model, optimizer, scheduler, RNG), this rank's stream position and the run's arguments, written
+    to `checkpoint-STEP.tmp` and renamed to `checkpoint-STEP` once complete on every rank; prunes old checkpoints.
+
+    A kill at any point leaves either the previous complete `checkpoint-STEP` or the new one, never a mix: a
+    re-save of the same step (after resuming from an earlier one) moves the old folder aside before the rename.
+    """
     checkpoint = output_dir / f"{CHECKPOINT_PREFIX}{step}"
-    accelerator.save_state(str(checkpoint))
+    staging = output_dir / f"{CHECKPOINT_PREFIX}{step}.tmp"
+    if accelerator.is_main_process and staging.exists():
+        shutil.rmtree(staging)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
     accelerator.wait_for_everyone()
     # accelerate writes one dataloader state for all ranks (hf_stack.md section 5), so each rank saves its own.
     state = {
@@ -379,32 +472,116 @@ def save_checkpoint(
         "world_size": accelerator.num_processes,
         "batch_size": stream.loader.batch_size,
     }
-    target = _position_file(checkpoint, accelerator.process_index)
-    temporary = target.with_suffix(".tmp")
-    temporary.write_text(json.dumps(state, indent=1) + "\n")
-    os.replace(temporary, target)
+    _position_file(staging, accelerator.process_index).write_text(json.dumps(state, indent=1) + "\n")
+    if accelerator.is_main_process:
+        arguments = _json_safe(run_arguments or {})
+        (staging / RUN_ARGUMENTS_FILE).write_text(json.dumps(arguments, indent=1, sort_keys=True) + "\n")
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process and total_limit:
-        for _, stale in _checkpoint_steps(output_dir)[:-total_limit]:
-            shutil.rmtree(stale, ignore_errors=True)
+    if accelerator.is_main_process:
+        replaced = output_dir / f"{CHECKPOINT_PREFIX}{step}.old"
+        if checkpoint.exists():
+            shutil.rmtree(replaced, ignore_errors=True)
+            os.replace(checkpoint, replaced)
+        os.replace(staging, checkpoint)
+        shutil.rmtree(replaced, ignore_errors=True)
+        if total_limit:
+            for _, stale in _checkpoint_steps(output_dir)[:-total_limit]:
+                shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
     return checkpoint
 
 
-def resolve_resume_checkpoint(resume_from_checkpoint: str | None, output_dir: Path, world_size: int) -> Path | None:
-    """The checkpoint to resume from: None (fresh start), the latest in `output_dir`, or the given folder."""
+def _differing_arguments(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    current = _json_safe(current)
+    names = (set(saved) | set(current)) - RESUME_MAY_CHANGE
+    missing = object()
+    return sorted(name for name in names if saved.get(name, missing) != current.get(name, missing))
+
+
+def check_run_arguments(checkpoint: Path, run_arguments: dict[str, Any]) -> None:
+    """Raises if `checkpoint` was saved by a run with other arguments than `run_arguments` (all fields but the step
+    budget and the output/resume flags, `RESUME_MAY_CHANGE`); warns for a checkpoint that has no arguments."""
+    path = checkpoint / RUN_ARGUMENTS_FILE
+    if not path.is_file():
+        logger.warning("%s holds no %s: cannot check that it belongs to this run", checkpoint, RUN_ARGUMENTS_FILE)
+        return
+    saved = json.loads(path.read_text())
+    differing = _differing_arguments(saved, run_arguments)
+    if differing:
+        details = "; ".join(
+            f"{name}: checkpoint {saved.get(name, '<unset>')!r}, now {_json_safe(run_arguments).get(name, '<unset>')!r}"
+            for name in differing
+        )
+        raise ValueError(
+            f"refusing to resume from {checkpoint}: it belongs to a run with other arguments ({details}). Only "
+            f"{', '.join(sorted(RESUME_MAY_CHANGE))} may change on resume; use the same arguments, another "
+            "--output_dir, or --overwrite_output_dir to start fresh."
+        )
+
+
+def resolve_resume_checkpoint(
+    resume_from_checkpoint: str | None,
+    output_dir: Path,
+    world_size: int,
+    run_arguments: dict[str, Any] | None = None,
+) -> Path | None:
+    """The checkpoint to resume from: None (fresh start), the latest in `output_dir`, or the given folder.
+
+    With `run_arguments` (the run's `run_config`), a checkpoint saved with other arguments is refused
+    (`check_run_arguments`).
+    """
     if not resume_from_checkpoint:
         return None
     if resume_from_checkpoint == "latest":
         checkpoint = find_latest_checkpoint(output_dir, world_size)
         if checkpoint is None:
             logger.warning("--resume_from_checkpoint latest: no complete checkpoint in %s; starting fresh", output_dir)
-        return checkpoint
-    checkpoint = Path(resume_from_checkpoint)
-    if not _is_complete(checkpoint, world_size):
-        raise ValueError(
-            f"{checkpoint} is not a complete checkpoint of a {world_size}-process run (missing "
-            "stream_position_rank*.json; resuming needs the same number of processes)"
-        )
+    else:
+        checkpoint = Path(resume_from_checkpoint)
+        if not _is_complete(checkpoint, world_size):
+            raise ValueError(
+                f"{checkpoint} is not a complete checkpoint of a {world_size}-process run (missing "
+                "stream_position_rank*.json; resuming needs the same number of processes)"
+            )
+    if checkpoint is not None and run_arguments is not None:
+        check_run_arguments(checkpoint, run_arguments)
+    return checkpoint
+
+
+def prepare_output_dir(
+    accelerator: Accelerator, args: StreamTrainingArguments, run_arguments: dict[str, Any]
+) -> Path | None:
+    """Readies `output_dir` for this run and returns the checkpoint to resume from (None: a fresh start).
+
+    - `--overwrite_output_dir`: deletes an earlier run's checkpoints, `log_history.jsonl` and `final/`; fresh start.
+    - Removes half-written checkpoint folders (`checkpoint-N.tmp` / `.old`) a kill left behind.
+    - `--resume_from_checkpoint`: `resolve_resume_checkpoint` with the arguments check.
+    - A fresh start where complete checkpoints exist is refused (they would mix with this run's).
+    """
+    output_dir = Path(args.output_dir)
+    if accelerator.is_main_process and output_dir.is_dir():
+        for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
+            if path.is_dir() and path.suffix in (".tmp", ".old"):
+                shutil.rmtree(path, ignore_errors=True)
+        if args.overwrite_output_dir:
+            for _, path in _checkpoint_steps(output_dir):
+                shutil.rmtree(path)
+            shutil.rmtree(output_dir / "final", ignore_errors=True)
+            (output_dir / "log_history.jsonl").unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+    if args.overwrite_output_dir:
+        return None
+    checkpoint = resolve_resume_checkpoint(
+        args.resume_from_checkpoint, output_dir, accelerator.num_processes, run_arguments
+    )
+    if checkpoint is None:
+        existing = find_latest_checkpoint(output_dir, accelerator.num_processes)
+        if existing is not None:
+            raise ValueError(
+                f"{output_dir} holds checkpoints of another run (latest: {existing.name}); pass "
+                "--resume_from_checkpoint latest to continue it, --overwrite_output_dir to start fresh, or another "
+                "--output_dir"
+            )
     return checkpoint
 
 
@@ -437,6 +614,8 @@ def resume(
         epoch=state["epoch"],
         batches_in_epoch=state["batches_in_epoch"],
         skipped_before_epoch=state["skipped_before_epoch"],
+        counts_before_epoch=state.get("counts_before_epoch", {}),
+        num_nonfinite_steps=state.get("num_nonfinite_steps", 0),
     )
     logger.info("resumed from %s at step %d", checkpoint, state["step"])
     return state["step"], position
@@ -544,6 +723,84 @@ def _write_debug_files(
     (output_dir / f"params_sha256_rank{rank}.txt").write_text(parameters_sha256(accelerator.unwrap_model(model)))
 
 
+def _truncate_log_history(output_dir: Path, step: int) -> None:
+    """Drops the entries after `step` from `log_history.jsonl` (a resumed run logs those steps again; a fresh run,
+    `step` 0, starts an empty history). A torn last line is dropped too."""
+    path = output_dir / "log_history.jsonl"
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("step", math.inf) <= step:
+            kept.append(line + "\n")
+    temporary = path.with_suffix(".jsonl.tmp")
+    temporary.write_text("".join(kept), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _reduced_totals(accelerator: Accelerator, stream: TrainStream, samples: int) -> tuple[dict[str, int], int]:
+    """Every rank's reason totals (skips, drops, "ok") summed over ranks, and the summed `samples`."""
+    counter = stream.skip_counter
+    reasons = (*counter.SKIP_REASONS, *counter.DROP_REASONS, "ok")
+    totals = stream.totals()
+    values = torch.tensor([totals.get(reason, 0) for reason in reasons] + [samples], device=accelerator.device)
+    values = accelerator.reduce(values, "sum").tolist()
+    return dict(zip(reasons, (int(value) for value in values[:-1]), strict=True)), int(values[-1])
+
+
+def skip_table(accelerator: Accelerator, stream: TrainStream) -> list[dict[str, Any]]:
+    """Skipped samples and dropped annotations of all ranks by (reason, shard), largest first (a collective: call
+    it on every rank)."""
+    counts = stream.counts()
+    gathered = gather_object([counts]) if accelerator.num_processes > 1 else [counts]
+    merged: dict[str, int] = defaultdict(int)
+    for rank_counts in gathered:
+        for name, count in rank_counts.items():
+            if not name.startswith("ok\t"):
+                merged[name] += count
+    rows = [
+        {"reason": name.split("\t", 1)[0], "shard": name.split("\t", 1)[1], "count": count}
+        for name, count in merged.items()
+    ]
+    return sorted(rows, key=lambda row: (-row["count"], row["reason"], row["shard"]))
+
+
+def _skip_logs(totals: dict[str, int], stream: TrainStream) -> dict[str, Any]:
+    counter = stream.skip_counter
+    skipped = sum(totals[reason] for reason in counter.SKIP_REASONS)
+    values: dict[str, Any] = {
+        "train/num_skipped_samples": skipped,
+        "train/skipped_fraction": skipped / max(skipped + totals["ok"], 1),
+    }
+    for reason in (*counter.SKIP_REASONS, *counter.DROP_REASONS):
+        if totals[reason]:
+            values[f"train/skipped/{reason}"] = totals[reason]
+    return values
+
+
+def _check_skipped_fraction(
+    accelerator: Accelerator, stream: TrainStream, logs: dict[str, Any], args: StreamTrainingArguments, step: int
+) -> None:
+    """Stops the run (every rank: the counts are reduced) when too large a fraction of the samples was skipped."""
+    if args.max_skipped_fraction is None or logs["train/skipped_fraction"] <= args.max_skipped_fraction:
+        return
+    rows = skip_table(accelerator, stream)
+    worst = ", ".join(f"{row['reason']} in {row['shard']}: {row['count']}" for row in rows[:10])
+    raise RuntimeError(
+        f"step {step}: {logs['train/num_skipped_samples']} of the samples read so far were skipped "
+        f"({logs['train/skipped_fraction']:.2%} > --max_skipped_fraction {args.max_skipped_fraction:.2%}); by reason "
+        f"and shard: {worst}. Fix or remove those shards, or raise --max_skipped_fraction."
+    )
+
+
+def _is_finite(loss: torch.Tensor) -> bool:
+    return bool(torch.isfinite(loss.detach()).all())
+
+
 def train(
     accelerator: Accelerator,
     model: nn.Module,
@@ -558,8 +815,16 @@ def train(
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     extra_logs: Callable[[nn.Module], dict[str, float]] | None = None,
     description: str = "train",
+    run_arguments: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The step loop from `global_step` to `args.max_steps`; returns the final metrics.
+
+    Safety: a non-finite loss on any rank stops the run with the step and the batch's sample keys, or with
+    `--skip_nonfinite_steps` skips that optimizer step on every rank (gradients of all its micro-batches zeroed, no
+    scheduler step) and counts it (`train/num_nonfinite_steps`). The skipped-sample counts of all ranks are logged
+    by reason with every log entry, checked against `--max_skipped_fraction`, and written by (reason, shard) as the
+    last entry of `log_history.jsonl` (`data/skipped`) and in the metrics. Entries of `log_history.jsonl` after
+    `global_step` (from a run that went further before it was killed) are dropped first.
 
     Args:
         forward: `(model, batch) -> outputs` with `outputs.loss`; the batch is the collator's, minus `keys`.
@@ -568,8 +833,13 @@ def train(
             model is in training mode when called; switch and restore yourself). Logged as `eval/<name>`.
         extra_logs: `(unwrapped model) -> values` logged with the losses (e.g. a temperature).
         description: Label of the progress bar.
+        run_arguments: The run's arguments (`run_config`), stored in every checkpoint so that a resume with other
+            arguments is refused; default: `args` alone.
     """
     output_dir = Path(args.output_dir)
+    run_arguments = run_arguments if run_arguments is not None else asdict(args)
+    if accelerator.is_main_process:
+        _truncate_log_history(output_dir, global_step)
     window = LossWindow(loss_terms)
     first_loss, last_logged, eval_metrics = None, {}, {}
     consumed_keys: list[str] = []
@@ -581,6 +851,7 @@ def train(
     model.train()
     while global_step < args.max_steps:
         # One optimizer step = gradient_accumulation_steps micro-batches (accelerate syncs on the last one).
+        nonfinite_keys: list[str] = []
         for _ in range(args.gradient_accumulation_steps):
             batch = next(batches)
             keys = batch.pop("keys")
@@ -589,38 +860,62 @@ def train(
                 consumed_keys += keys
             with accelerator.accumulate(model):
                 outputs = forward(model, batch)
+                finite = _is_finite(outputs.loss)
+                if not finite:
+                    nonfinite_keys += keys
                 accelerator.backward(outputs.loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
-                    lr_scheduler.step()
+                if accelerator.sync_gradients:
+                    # Every rank learns whether any rank saw a non-finite loss in this step, so all act alike.
+                    flags = torch.tensor([len(nonfinite_keys) > 0], dtype=torch.int64, device=accelerator.device)
+                    ranks_nonfinite = int(accelerator.reduce(flags, "sum").item())
+                    if ranks_nonfinite and not args.skip_nonfinite_steps:
+                        where = f"batch keys {nonfinite_keys}" if nonfinite_keys else "on another rank"
+                        raise FloatingPointError(
+                            f"non-finite loss at global step {global_step + 1} (rank {accelerator.process_index}, "
+                            f"{where}); the weights are left as after step {global_step}. Check those samples, "
+                            "lower the learning rate, or pass --skip_nonfinite_steps to skip such steps."
+                        )
+                    if ranks_nonfinite:
+                        stream.position.num_nonfinite_steps += 1
+                        logger.warning(
+                            "step %d: non-finite loss (%s); optimizer step skipped",
+                            global_step + 1,
+                            nonfinite_keys or "another rank",
+                        )
+                    else:
+                        if args.max_grad_norm:
+                            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                        optimizer.step()
+                        if not accelerator.optimizer_step_was_skipped:
+                            lr_scheduler.step()
                 optimizer.zero_grad()
-            window.add(outputs)
+            if finite:
+                window.add(outputs)
         global_step += 1
         progress.update(1)
         is_last = global_step == args.max_steps
 
         if global_step % args.logging_steps == 0 or is_last:
             # Skip counts and sample counts are per rank, so they are summed.
-            counts = accelerator.reduce(
-                torch.tensor([stream.num_skipped, window_samples], device=accelerator.device), "sum"
-            )
+            totals, samples = _reduced_totals(accelerator, stream, window_samples)
             last_logged = {
                 **window.pop_means(),
                 "train/learning_rate": lr_scheduler.get_last_lr()[0],
                 "train/epoch": stream.position.epoch,
-                "train/num_skipped_samples": int(counts[0]),
-                "train/samples_per_second": float(counts[1]) / max(time.perf_counter() - window_start, 1e-9),
+                **_skip_logs(totals, stream),
+                "train/num_nonfinite_steps": stream.position.num_nonfinite_steps,
+                "train/samples_per_second": float(samples) / max(time.perf_counter() - window_start, 1e-9),
                 **(extra_logs(accelerator.unwrap_model(model)) if extra_logs else {}),
             }
-            first_loss = last_logged["train/loss"] if first_loss is None else first_loss
+            first_loss = last_logged.get("train/loss") if first_loss is None else first_loss
             _append_log(accelerator, output_dir, global_step, last_logged)
-            progress.set_postfix(loss=f"{last_logged['train/loss']:.4f}")
+            if "train/loss" in last_logged:
+                progress.set_postfix(loss=f"{last_logged['train/loss']:.4f}")
             window_start, window_samples = time.perf_counter(), 0
+            _check_skipped_fraction(accelerator, stream, last_logged, args, global_step)
 
         if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, output_dir, global_step, stream, args.checkpoints_total_limit)
+            save_checkpoint(accelerator, output_dir, global_step, stream, args.checkpoints_total_limit, run_arguments)
 
         if (
             evaluate is not None
@@ -641,11 +936,24 @@ def train(
             os._exit(1)
     progress.close()
     _write_debug_files(accelerator, model, output_dir, consumed_keys, args.debug_log_keys)
+    skipped = skip_table(accelerator, stream)
+    if accelerator.is_main_process:
+        with open(output_dir / "log_history.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": global_step, "data/skipped": skipped}) + "\n")
+        if skipped:
+            logger.warning(
+                "skipped or dropped during the run, by reason and shard:\n%s",
+                "\n".join(f"  {row['reason']:<20} {row['count']:>8}  {row['shard']}" for row in skipped),
+            )
+        else:
+            logger.info("no sample was skipped")
     return {
         **eval_metrics,
         "train/loss_first_window": first_loss if first_loss is not None else math.nan,
         "train/loss_last_window": last_logged.get("train/loss", math.nan),
         "train/num_skipped_samples": last_logged.get("train/num_skipped_samples", 0),
+        "train/num_nonfinite_steps": stream.position.num_nonfinite_steps,
+        "data/skipped": skipped,
         "global_step": global_step,
     }
 

@@ -60,8 +60,12 @@ os.environ.update(
 
 @pytest.fixture(scope="session")
 def local_hub() -> Iterator[LocalHub]:
-    """A `LocalHub` serving `HF_ENDPOINT` from a store in the session temp dir, for the whole session."""
+    """A `LocalHub` serving `HF_ENDPOINT` from a store in the session temp dir, for the whole session.
+
+    `HF_TOKEN` belongs to `local-user`, member of `org`: the only namespace the tests and demos publish to.
+    """
     from hfvision.hub.local_hub import LocalHub
 
-    with LocalHub(SESSION_DIR / "store", port=HUB_PORT) as hub:
+    tokens = {os.environ["HF_TOKEN"]: ("local-user", ["org"])}
+    with LocalHub(SESSION_DIR / "store", port=HUB_PORT, tokens=tokens) as hub:
         yield hub

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -31,16 +32,18 @@ def start_local_hub(output_dir: Path) -> Any:
     Returns the started `hfvision.hub.local_hub.LocalHub`; call `.stop()` at the end.
     """
     port = _free_port()
+    token = "hf_demo_" + secrets.token_hex(16)  # fresh for each run, never a real Hub token from the environment
     os.environ.update(
         HF_ENDPOINT=f"http://127.0.0.1:{port}",
         HF_HUB_DISABLE_XET="1",
-        HF_TOKEN=os.environ.get("HF_TOKEN", "hf_local"),
+        HF_TOKEN=token,
         HF_HUB_DISABLE_TELEMETRY="1",
         HF_HOME=str(output_dir / "hf_home"),
     )
     from hfvision.hub.local_hub import LocalHub
 
-    hub = LocalHub(output_dir / "hub", port=port).start()
+    # The demos publish to `org/...`; the token's user belongs to that organisation.
+    hub = LocalHub(output_dir / "hub", port=port, tokens={token: ("local-user", ["org"])}).start()
     print(f"1. local Hub at {hub.endpoint} (store: {output_dir / 'hub'})", flush=True)
     return hub
 

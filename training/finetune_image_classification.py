@@ -9,7 +9,10 @@ checkpoint's `AutoProcessor`. Models with LPS layers (`gumbel_tau` buffers) trai
 which anneals the Gumbel-softmax temperature as a function of the global step (`--gumbel_tau_*`; off with
 `--anneal_gumbel_tau false`). The model is evaluated before and after training (top-1 / top-5 accuracy from the
 shipped `zero_shot_accuracy` metric); the final model and its processor are saved with `save_pretrained`
-(safetensors) and the metrics as `eval_results.json` in `--output_dir`.
+(safetensors) and the metrics as `eval_results.json` in `--output_dir`. With `--push_to_hub --hub_model_id org/name`
+the final model is published with `hfvision.hub.publish` (safetensors, processor, remote code and Trainer's model
+card, after the same checks as `hfvision publish`), never with Trainer's own push, which uploads the output folder as
+it is, pickles (`training_args.bin`) included; intermediate checkpoints are not pushed.
 
 Data sets (`--dataset`):
 - `fashion_mnist`: the Debian `dataset-fashion-mnist` idx files (`hfvision.data.fashion_mnist`), train / test;
@@ -56,6 +59,7 @@ from transformers import (
 
 import hfvision  # noqa: F401  (registers hfvision's models with the Auto classes)
 from hfvision.data.fashion_mnist import load_fashion_mnist
+from hfvision.hub.publish import check_repo_id, publish
 from hfvision.metrics import load_metric
 from hfvision.models.lps import GumbelTemperatureCallback, gumbel_tau_buffers
 
@@ -404,6 +408,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         `train_loss` and `train_runtime`.
     """
     model_args, data_args, training_args = parse_args(argv)
+    # Trainer's own push would upload `output_dir` as it is (training_args.bin and other pickles included): the final
+    # model is published below with hfvision's `publish` instead.
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    if push_to_hub:
+        check_repo_id(training_args.hub_model_id or "--hub_model_id missing")
     # The transform needs the image column, which Trainer would otherwise drop as unused by `forward`.
     training_args.remove_unused_columns = False
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -466,6 +475,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     trainer.save_model(training_args.output_dir)
     trainer.save_state()
     trainer.save_metrics("eval", metrics)
+    if push_to_hub and trainer.is_world_process_zero():
+        repo_id = training_args.hub_model_id
+        trainer.create_model_card(model_name=repo_id.split("/")[-1], finetuned_from=model_args.model_name_or_path)
+        uploaded = publish(
+            training_args.output_dir,
+            repo_id,
+            private=bool(training_args.hub_private_repo),
+            revision=training_args.hub_revision,
+            commit_message="End of training",
+            token=training_args.hub_token,
+        )
+        logger.info("Published %s to %s.", ", ".join(uploaded), repo_id)
     return metrics
 
 

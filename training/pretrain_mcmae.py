@@ -276,9 +276,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_args(argv)
     output_dir = Path(training_args.output_dir)
     accelerator = training.make_accelerator(training_args)
-    resume_checkpoint = training.resolve_resume_checkpoint(
-        training_args.resume_from_checkpoint, output_dir, accelerator.num_processes
-    )
+    run_config = training.run_config(model_args, data_args, training_args)
+    # Refuses to resume another run's checkpoint or to mix a fresh run into one (--overwrite_output_dir starts over).
+    resume_checkpoint = training.prepare_output_dir(accelerator, training_args, run_config)
     if data_args.fashion_mnist:
         train_source = eval_source = str(prepare_fashion_mnist(data_args, output_dir, accelerator))
     else:
@@ -311,7 +311,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     def evaluate(unwrapped: nn.Module) -> dict[str, float]:
         return evaluate_reconstruction(unwrapped, batches, accelerator.device)
 
-    run_config = training.run_config(model_args, data_args, training_args)
     accelerator.init_trackers("pretrain_mcmae", config={k: v for k, v in run_config.items() if v is not None})
     metrics = training.train(
         accelerator,
@@ -324,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         forward=lambda model, batch: model(**batch),
         evaluate=evaluate if batches else None,
         description=f"pretrain {model_args.architecture}",
+        run_arguments=run_config,
     )
     final_dir = training.save_final(accelerator, model, image_processor, output_dir, metrics, run_config)
     unwrapped = accelerator.unwrap_model(model)

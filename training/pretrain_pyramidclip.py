@@ -360,9 +360,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_args(argv)
     output_dir = Path(training_args.output_dir)
     accelerator = training.make_accelerator(training_args)
-    resume_checkpoint = training.resolve_resume_checkpoint(
-        training_args.resume_from_checkpoint, output_dir, accelerator.num_processes
-    )
+    run_config = training.run_config(model_args, data_args, training_args)
+    # Refuses to resume another run's checkpoint or to mix a fresh run into one (--overwrite_output_dir starts over).
+    resume_checkpoint = training.prepare_output_dir(accelerator, training_args, run_config)
 
     # 1. Data sources.
     if data_args.synthetic:
@@ -425,7 +425,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return model(**batch, return_loss=True)
 
     # 5. Train.
-    run_config = training.run_config(model_args, data_args, training_args)
     accelerator.init_trackers("pretrain_pyramidclip", config={k: v for k, v in run_config.items() if v is not None})
     metrics = training.train(
         accelerator,
@@ -440,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         evaluate=evaluate,
         extra_logs=lambda unwrapped: {"train/logit_scale": float(unwrapped.logit_scale.detach().exp())},
         description="pretrain",
+        run_arguments=run_config,
     )
 
     # 6. Final model, processor and results.

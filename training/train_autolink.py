@@ -301,9 +301,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_args(argv)
     output_dir = Path(training_args.output_dir)
     accelerator = training.make_accelerator(training_args)
-    resume_checkpoint = training.resolve_resume_checkpoint(
-        training_args.resume_from_checkpoint, output_dir, accelerator.num_processes
-    )
+    run_config = training.run_config(model_args, data_args, training_args)
+    # Refuses to resume another run's checkpoint or to mix a fresh run into one (--overwrite_output_dir starts over).
+    resume_checkpoint = training.prepare_output_dir(accelerator, training_args, run_config)
     if data_args.stick_figures:
         data_dir = prepare_stick_figures(data_args, output_dir, accelerator, training_args.seed)
         train_source = eval_source = str(data_dir)
@@ -338,7 +338,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     def evaluate(unwrapped: nn.Module) -> dict[str, float]:
         return evaluate_keypoints(unwrapped, eval_data, data_args.per_device_eval_batch_size, accelerator.device)
 
-    run_config = training.run_config(model_args, data_args, training_args)
     accelerator.init_trackers("train_autolink", config={k: v for k, v in run_config.items() if v is not None})
     metrics = training.train(
         accelerator,
@@ -356,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "train/masked_image_scale": float(unwrapped.masked_image_scale.detach()),
         },
         description="train autolink",
+        run_arguments=run_config,
     )
     final_dir = training.save_final(accelerator, model, processor, output_dir, metrics, run_config)
     if accelerator.is_main_process and eval_data is not None:

@@ -4,13 +4,17 @@
 format), parquet files, an image folder or a Hub dataset id, and returns a ``datasets.IterableDataset`` whose samples
 all have the same fields, whatever the source (see ``load_image_text_stream``).
 
-Decoding is ours, not ``datasets``': the stream is read with image decoding switched off (``IterableDataset.decode
-(False)``, so images arrive as ``{"bytes", "path"}``), and a ``map`` decodes each image with Pillow. A sample whose
-image does not decode (garbage or truncated bytes), or that lacks an image or caption, or whose boxes/label are
-malformed, is dropped by the following ``filter`` and counted in a ``SkipCounter``; it never stops the stream and
-never reaches the model half-decoded. The pipeline is only ``load -> decode(False) -> [split_dataset_by_node] ->
-[shuffle] -> map -> filter -> select_columns``, all of which ``IterableDataset.state_dict()`` covers, so a stream
-resumes where it stopped.
+Reading and decoding are ours, not ``datasets``': local WebDataset tars are read by ``webdataset.iter_tar_samples``
+through ``IterableDataset.from_generator`` (one shard per tar, like ``datasets``' webdataset builder, which infers the
+fields from the first samples, casts every ``.json`` to them and raises or stops silently on a faulty tar without
+naming it); other sources are read with image decoding switched off (``IterableDataset.decode(False)``, so images
+arrive as ``{"bytes", "path"}``). A ``map`` then validates and decodes each sample: a faulty shard (not a tar, empty,
+truncated), an image that does not decode, a missing image or caption, malformed ``.json``, a label that is not an
+integer, boxes or keypoints that are malformed, not finite or (keypoints) outside the image make the sample dropped by
+the following ``filter`` and counted in a ``SkipCounter`` by reason and shard; boxes are clipped to the image and
+those left empty removed (counted too). Nothing of this stops the stream, and no sample reaches the model
+half-decoded. The pipeline is only ``read -> [split_dataset_by_node] -> [shuffle] -> map -> filter ->
+select_columns``, all of which ``IterableDataset.state_dict()`` covers, so a stream resumes where it stopped.
 
 Distributed use (measured pitfalls in ``methods/hf_stack.md`` section 5):
 
@@ -33,7 +37,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from glob import glob
@@ -41,10 +47,14 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
 from datasets.utils.file_utils import xopen
 from PIL import Image
+
+from ..models.pyramidclip.image_processing_pyramidclip import to_8bit_images
+from .webdataset import generate_tar_samples
 
 __all__ = ["OUTPUT_FIELDS", "SkipCounter", "load_image_stream", "load_image_text_stream"]
 
@@ -62,7 +72,7 @@ OUTPUT_FIELDS: tuple[str, ...] = (
     "mismatched",
     "__key__",
 )
-_IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp", "image", "img")
+_IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "image", "img")
 _CAPTION_COLUMNS = ("caption", "txt", "text", "sentence", "title")
 _LABEL_COLUMNS = ("label", "cls")
 _KEY_COLUMNS = ("__key__", "key", "id")
@@ -72,62 +82,133 @@ _MAX_LOGGED_SKIPS = 10
 
 
 class SkipCounter:
-    """Counts samples the stream dropped, readable from the process that owns it, even with DataLoader workers.
+    """Counts what the stream dropped, by reason and shard, readable from the owning process even with DataLoader
+    workers.
 
-    The counts live in a small shared-memory tensor with one row per process slot: row 0 for the process that made
-    the stream, row `1 + worker_id` for each DataLoader worker (forked or spawned workers receive the same shared
-    memory, as `datasets` does for its epoch counter). Each row is written by one process only, so increments never
-    race; reading sums the rows. Per rank, every process builds its own stream and counter: reduce across ranks
-    yourself, e.g. `accelerator.reduce(torch.tensor(counter.num_skipped), "sum")`. Counts cover this run only (a
-    resumed stream does not recount the samples before its checkpoint). `recent_keys` (the keys of the last skipped
-    samples) is filled only by skips in the owning process itself (`num_workers=0`); skips in every process are
-    logged as warnings (the first few per process).
+    Two kinds of counts: skipped samples or shards (`SKIP_REASONS`: the sample never reaches the model) and dropped
+    annotations (`DROP_REASONS`: e.g. a box entirely outside its image is removed from an otherwise good sample).
+    `counts()` gives `{(reason, shard): n}`; `num_skipped` / `num_ok` / `skipped_fraction` sum over shards.
+
+    A shard-level fault (`unreadable_shard`, `empty_shard`, `truncated_shard`) counts once: the samples a truncated
+    shard would have held after the cut are unknown.
+
+    The counts live in a shared-memory tensor `(process slot, shard, reason)`: slot 0 for the process that made the
+    stream, `1 + worker_id` for each DataLoader worker (forked or spawned workers receive the same shared memory).
+    Each slot is written by one process only, so increments never race; reading sums the slots. The shards are the
+    files `load_image_text_stream` registers (`register_shards`, before any worker starts); a sample from elsewhere
+    counts under the source name. Per rank, every process builds its own stream and counter: reduce across ranks
+    yourself (`hfvision.training` does). Counts cover this process's reading (a resumed stream does not recount the
+    samples before its checkpoint). `recent_keys` (the keys of the last skipped samples) is filled only by skips in
+    the owning process itself (`num_workers=0`); skips in every process are logged as warnings (the first few per
+    process, with the shard's name).
 
     Args:
-        max_workers: DataLoader workers that get a row of their own; more workers share rows (counts may then race).
+        max_workers: DataLoader workers that get a slot of their own; more workers share slots (counts may then race).
         max_recent_keys: How many skipped keys `recent_keys` keeps.
     """
 
-    REASONS: tuple[str, ...] = ("undecodable_image", "missing_image", "missing_caption", "invalid_fields")
+    SKIP_REASONS: tuple[str, ...] = (
+        "undecodable_image",
+        "missing_image",
+        "missing_caption",
+        "invalid_fields",
+        "invalid_json",
+        "invalid_label",
+        "invalid_annotation",
+        "unreadable_shard",
+        "empty_shard",
+        "truncated_shard",
+    )
+    DROP_REASONS: tuple[str, ...] = ("box_outside_image",)
+    REASONS: tuple[str, ...] = SKIP_REASONS  # kept for callers of the first API
+    UNKNOWN_SHARD = "<unknown>"
 
-    def __init__(self, max_workers: int = 64, max_recent_keys: int = 100) -> None:
-        # Column len(REASONS) counts the samples that decoded fine.
-        self._counts = torch.zeros(max_workers + 1, len(self.REASONS) + 1, dtype=torch.int64).share_memory_()
+    def __init__(self, max_workers: int = 16, max_recent_keys: int = 100) -> None:
+        self.max_workers = max_workers
         self.max_recent_keys = max_recent_keys
         self.recent_keys: list[str] = []
         self._logged = 0
+        self._columns = (*self.SKIP_REASONS, *self.DROP_REASONS, "ok")
+        self._shards: list[str] = [self.UNKNOWN_SHARD]
+        self._shard_index: dict[str, int] = {self.UNKNOWN_SHARD: 0}
+        self._counts = self._new_table(1)
+
+    def _new_table(self, num_shards: int) -> torch.Tensor:
+        return torch.zeros(self.max_workers + 1, num_shards, len(self._columns), dtype=torch.int64).share_memory_()
+
+    def register_shards(self, shards: Sequence[str], unknown: str | None = None) -> None:
+        """Gives each of `shards` its own counts (call before DataLoader workers start); samples whose shard is not
+        known count under `unknown` (default `"<unknown>"`). Counts so far are kept."""
+        names = list(self._shards)
+        if unknown is not None and names[0] == self.UNKNOWN_SHARD and not self._counts[:, 0].any():
+            names[0] = unknown
+        for shard in shards:
+            if shard not in names:
+                names.append(shard)
+        table = self._new_table(len(names))
+        table[:, : self._counts.shape[1]] = self._counts
+        self._shards, self._counts = names, table
+        self._shard_index = {name: index for index, name in enumerate(names)}
 
     def _row(self) -> int:
         worker = torch.utils.data.get_worker_info()
-        return 0 if worker is None else 1 + worker.id % (self._counts.shape[0] - 1)
+        return 0 if worker is None else 1 + worker.id % self.max_workers
 
-    def record_skip(self, reason: str, key: str, detail: str = "") -> None:
-        """Counts one dropped sample; `reason` is one of `REASONS`."""
-        self._counts[self._row(), self.REASONS.index(reason)] += 1
+    def _add(self, reason: str, shard: str, count: int = 1) -> None:
+        self._counts[self._row(), self._shard_index.get(shard, 0), self._columns.index(reason)] += count
+
+    def record_skip(self, reason: str, key: str, detail: str = "", shard: str = "") -> None:
+        """Counts one skipped sample (or faulty shard) of `shard`; `reason` is one of `SKIP_REASONS`."""
+        if reason not in self.SKIP_REASONS:
+            raise ValueError(f"unknown skip reason {reason!r}; expected one of {self.SKIP_REASONS}")
+        self._add(reason, shard)
         if len(self.recent_keys) < self.max_recent_keys:
             self.recent_keys.append(key)
         if self._logged < _MAX_LOGGED_SKIPS:
             self._logged += 1
-            logger.warning("skipping sample %r (%s) %s", key, reason, detail)
+            logger.warning("skipping sample %r of %s (%s) %s", key, shard or self._shards[0], reason, detail)
 
-    def record_ok(self) -> None:
+    def record_drop(self, reason: str, key: str, count: int = 1, shard: str = "") -> None:
+        """Counts `count` annotations removed from a kept sample; `reason` is one of `DROP_REASONS`."""
+        if reason not in self.DROP_REASONS:
+            raise ValueError(f"unknown drop reason {reason!r}; expected one of {self.DROP_REASONS}")
+        self._add(reason, shard, count)
+        if self._logged < _MAX_LOGGED_SKIPS:
+            self._logged += 1
+            logger.warning("dropping %d annotation(s) of sample %r of %s (%s)", count, key, shard, reason)
+
+    def record_ok(self, shard: str = "") -> None:
         """Counts one sample that was decoded and kept."""
-        self._counts[self._row(), -1] += 1
+        self._add("ok", shard)
+
+    def counts(self, include_ok: bool = False) -> dict[tuple[str, str], int]:
+        """`{(reason, shard): n}` for every non-zero count of skips and drops (`include_ok`: also `("ok", shard)`)."""
+        table = self._counts.sum(dim=0)
+        columns = self._columns if include_ok else self._columns[:-1]
+        result = {}
+        for shard_index, column_index in table[:, : len(columns)].nonzero().tolist():
+            result[(columns[column_index], self._shards[shard_index])] = int(table[shard_index, column_index])
+        return result
 
     @property
     def num_skipped(self) -> int:
-        """Samples dropped so far, all processes that share this counter together."""
-        return int(self._counts[:, :-1].sum())
+        """Samples (and faulty shards) skipped so far, all processes that share this counter together."""
+        return int(self._counts[:, :, : len(self.SKIP_REASONS)].sum())
+
+    @property
+    def num_dropped(self) -> int:
+        """Annotations dropped from kept samples so far."""
+        return int(self._counts[:, :, len(self.SKIP_REASONS) : -1].sum())
 
     @property
     def num_ok(self) -> int:
         """Samples decoded and kept so far, all processes together."""
-        return int(self._counts[:, -1].sum())
+        return int(self._counts[:, :, -1].sum())
 
     def by_reason(self) -> dict[str, int]:
-        """Dropped samples per reason."""
-        totals = self._counts[:, :-1].sum(dim=0).tolist()
-        return dict(zip(self.REASONS, totals, strict=True))
+        """Skipped samples per reason (every skip reason, zeros included)."""
+        totals = self._counts[:, :, : len(self.SKIP_REASONS)].sum(dim=(0, 1)).tolist()
+        return dict(zip(self.SKIP_REASONS, totals, strict=True))
 
     def reset(self) -> None:
         """Sets every count to zero and forgets the recent keys."""
@@ -136,7 +217,10 @@ class SkipCounter:
         self._logged = 0
 
     def __repr__(self) -> str:
-        return f"SkipCounter(num_ok={self.num_ok}, num_skipped={self.num_skipped}, by_reason={self.by_reason()})"
+        return (
+            f"SkipCounter(num_ok={self.num_ok}, num_skipped={self.num_skipped}, num_dropped={self.num_dropped}, "
+            f"counts={self.counts()})"
+        )
 
 
 def _first_present(example: Mapping[str, Any], names: Sequence[str]) -> str | None:
@@ -145,6 +229,7 @@ def _first_present(example: Mapping[str, Any], names: Sequence[str]) -> str | No
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """RGB, with any transparency composited over white (dropping alpha would expose arbitrary hidden colours)."""
+    image = to_8bit_images(image)  # 16-bit and float images by their real range, as the image processors do
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -173,8 +258,65 @@ def _decode_image(value: Any) -> Image.Image:
         return _to_rgb(image)
 
 
+class _InvalidSample(ValueError):
+    """A field that fails validation; `reason` is the `SkipCounter` reason it is counted under."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _as_text(value: Any, name: str) -> Any:
+    """Raw WebDataset payloads (bytes) of text members as str; anything else unchanged."""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise _InvalidSample("invalid_fields", f"{name} is not UTF-8: {error}") from None
+    return value
+
+
+def _as_number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise _InvalidSample("invalid_fields", f"{what} must be numbers, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise _InvalidSample("invalid_annotation", f"{what} must be finite, got {value!r}")
+    return number
+
+
+def _as_class_id(value: Any, what: str, minimum: int) -> int:
+    if isinstance(value, (np.integer, np.floating)):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _InvalidSample("invalid_label", f"{what} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _points(value: Any, size: int, what: str) -> list[list[float]]:
+    if value is None:
+        return []
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or any(
+        not isinstance(item, (list, tuple)) or len(item) != size for item in value
+    ):
+        raise _InvalidSample("invalid_fields", f"{what} must be a list of {size}-number lists, got {value!r}")
+    return [[_as_number(coordinate, what) for coordinate in item] for item in value]
+
+
 class _ImageTextNormalizer:
-    """The `map` function: one raw example in, one uniform sample out (`image=None` marks a dropped sample)."""
+    """The `map` function: one raw example in, one uniform sample out (`image=None` marks a dropped sample).
+
+    Validation, every failure skipped and counted with the sample's shard: a shard-level error record of the tar
+    reader; an image that is missing or does not decode; a required caption that is missing; `.json` that does not
+    parse to an object; a label or object label that is not an integer (>= -1, resp. >= 0); boxes that are not
+    `[x0, y0, x1, y1]` numbers or not finite, object labels not one per box; keypoints that are not finite `[x, y]`
+    numbers or lie outside the image. Boxes are clipped to the image; one that is empty after clipping is removed
+    (with its object label) and counted as `box_outside_image`, the sample kept.
+    """
 
     def __init__(
         self, image_column: str | None, caption_column: str | None, skip_counter: SkipCounter, require_caption: bool
@@ -194,55 +336,112 @@ class _ImageTextNormalizer:
             return hashlib.sha1(image_value["bytes"]).hexdigest()[:16]
         return ""
 
+    @staticmethod
+    def _fields(example: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The sample's fields: WebDataset puts them in `<key>.json` (which wins), other sources have columns."""
+        metadata = example.get("json")
+        if metadata is None:
+            return example
+        if isinstance(metadata, (bytes, bytearray, str)):
+            try:
+                metadata = json.loads(metadata)
+            except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+                raise _InvalidSample("invalid_json", f".json does not parse: {error}") from None
+        if not isinstance(metadata, Mapping):
+            raise _InvalidSample("invalid_json", f".json must hold an object, got {type(metadata).__name__}")
+        return {**example, **metadata}
+
+    def _parse(self, example: Mapping[str, Any], caption_column: str | None) -> dict[str, Any]:
+        fields = self._fields(example)
+        caption = _as_text(example.get(caption_column), caption_column or "caption") if caption_column else None
+        if not isinstance(caption, str) or not caption.strip():
+            if self.require_caption:
+                raise _InvalidSample("missing_caption", "no caption")
+            caption = ""
+        views = {}
+        for name in ("summary", "attributes"):
+            value = _as_text(fields.get(name), name)
+            if value is not None and not isinstance(value, str):
+                raise _InvalidSample("invalid_fields", f"{name} must be a string, got {value!r}")
+            views[name] = value or caption  # sources without the shorter text views fall back to the caption
+        label_column = _first_present(fields, _LABEL_COLUMNS)
+        label = -1
+        if label_column is not None:
+            value = fields[label_column]
+            if isinstance(value, (bytes, bytearray)):  # a WebDataset `.cls` member: the id as text
+                try:
+                    value = int(bytes(value).decode("utf-8").strip())
+                except ValueError:
+                    raise _InvalidSample("invalid_label", f".{label_column} is not an integer: {value!r}") from None
+            label = _as_class_id(value, "label", -1)
+        boxes = _points(fields.get("boxes"), 4, "boxes")
+        object_labels = [_as_class_id(value, "object_labels", 0) for value in fields.get("object_labels") or []]
+        if object_labels and len(object_labels) != len(boxes):
+            raise _InvalidSample(
+                "invalid_annotation", f"{len(object_labels)} object_labels for {len(boxes)} boxes (need one per box)"
+            )
+        mismatched = fields.get("mismatched", False)
+        if not isinstance(mismatched, (bool, int, np.bool_)):
+            raise _InvalidSample("invalid_fields", f"mismatched must be a bool, got {mismatched!r}")
+        return {
+            "caption": caption,
+            **views,
+            "boxes": boxes,
+            "label": label,
+            "object_labels": object_labels,
+            "keypoints": _points(fields.get("keypoints"), 2, "keypoints"),
+            "mismatched": bool(mismatched),
+        }
+
+    def _fit_to_image(self, parsed: dict[str, Any], width: int, height: int, key: str, shard: str) -> None:
+        """Clips boxes to the image (dropping and counting the empty ones); keypoints must lie inside it."""
+        kept_boxes, kept_labels = [], []
+        for index, (x0, y0, x1, y1) in enumerate(parsed["boxes"]):
+            box = [min(max(x, 0.0), width) for x in (x0, x1)] + [min(max(y, 0.0), height) for y in (y0, y1)]
+            box = [box[0], box[2], box[1], box[3]]
+            if box[2] > box[0] and box[3] > box[1]:
+                kept_boxes.append(box)
+                if parsed["object_labels"]:
+                    kept_labels.append(parsed["object_labels"][index])
+        if len(kept_boxes) < len(parsed["boxes"]):
+            self.skip_counter.record_drop("box_outside_image", key, len(parsed["boxes"]) - len(kept_boxes), shard)
+        parsed["boxes"], parsed["object_labels"] = kept_boxes, kept_labels
+        for x, y in parsed["keypoints"]:
+            if not (0.0 <= x <= width and 0.0 <= y <= height):
+                raise _InvalidSample(
+                    "invalid_annotation", f"keypoint ({x}, {y}) lies outside the {width}x{height} image"
+                )
+
     def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
+        shard = str(example.get("__url__") or "")
         image_column = self.image_column or _first_present(example, _IMAGE_COLUMNS)
         caption_column = self.caption_column or _first_present(example, _CAPTION_COLUMNS)
         image_value = example.get(image_column) if image_column else None
         key = self._key(example, image_value)
-        # WebDataset puts the other fields in `<key>.json` (which wins); other sources have them as columns.
-        fields = {**example, **example["json"]} if isinstance(example.get("json"), Mapping) else example
         sample: dict[str, Any] = {"image": None, "__key__": key}
-
-        if image_value is None:
-            self.skip_counter.record_skip("missing_image", key)
+        if example.get("__error__"):  # the tar reader's record of a faulty shard or sample
+            self.skip_counter.record_skip(example["__error__"], key, example.get("__detail__", ""), shard)
             return sample
-        caption = example.get(caption_column) if caption_column else None
-        if not isinstance(caption, str) or not caption.strip():
-            if self.require_caption:
-                self.skip_counter.record_skip("missing_caption", key)
-                return sample
-            caption = ""
+        if image_value is None:
+            self.skip_counter.record_skip("missing_image", key, "", shard)
+            return sample
         try:
-            label_column = _first_present(fields, _LABEL_COLUMNS)
-            label = int(fields[label_column]) if label_column else -1
-            boxes = [[float(coordinate) for coordinate in box] for box in fields.get("boxes") or []]
-            if any(len(box) != 4 for box in boxes):
-                raise ValueError(f"boxes must be [x0, y0, x1, y1], got {fields.get('boxes')}")
-            object_labels = [int(value) for value in fields.get("object_labels") or []]
-            keypoints = [[float(coordinate) for coordinate in point] for point in fields.get("keypoints") or []]
-            if any(len(point) != 2 for point in keypoints):
-                raise ValueError(f"keypoints must be [x, y] pairs, got {fields.get('keypoints')}")
-        except (TypeError, ValueError) as error:
-            self.skip_counter.record_skip("invalid_fields", key, repr(error))
+            parsed = self._parse(example, caption_column)
+        except _InvalidSample as error:
+            self.skip_counter.record_skip(error.reason, key, str(error), shard)
             return sample
         try:
             image = _decode_image(image_value)
         except Exception as error:  # any decoder failure (PIL raises OSError, SyntaxError, ValueError, ...)
-            self.skip_counter.record_skip("undecodable_image", key, repr(error))
+            self.skip_counter.record_skip("undecodable_image", key, repr(error), shard)
             return sample
-        self.skip_counter.record_ok()
-        # Sources without the shorter text views fall back to the caption itself.
-        sample.update(
-            image=image,
-            caption=caption,
-            summary=fields.get("summary") or caption,
-            attributes=fields.get("attributes") or caption,
-            boxes=boxes,
-            label=label,
-            object_labels=object_labels,
-            keypoints=keypoints,
-            mismatched=bool(fields.get("mismatched", False)),
-        )
+        try:
+            self._fit_to_image(parsed, image.width, image.height, key, shard)
+        except _InvalidSample as error:
+            self.skip_counter.record_skip(error.reason, key, str(error), shard)
+            return sample
+        self.skip_counter.record_ok(shard)
+        sample.update(image=image, **parsed)
         return sample
 
 
@@ -337,8 +536,8 @@ def load_image_text_stream(
         image_column: Column holding the image; default: the first present of jpg, jpeg, png, webp, image, img.
         caption_column: Column holding the caption; default: the first present of caption, txt, text, sentence,
             title.
-        skip_counter: Counter for dropped samples; keep a reference to read it (one is made if None, and skips are
-            still logged).
+        skip_counter: Counter for dropped samples, by reason and shard; keep a reference to read it (one is made if
+            None, and skips are still logged). The stream registers its files with it.
         rank: With `world_size`, split the stream with `datasets.distributed.split_dataset_by_node`. Only for loops
             that do NOT pass the DataLoader to `accelerator.prepare`, which shards by itself.
         world_size: Number of processes for `rank`.
@@ -353,10 +552,13 @@ def load_image_text_stream(
         - `image`: `PIL.Image.Image`, RGB (transparency composited over white).
         - `caption`: str.
         - `summary`, `attributes`: str, the shorter text views; the caption when the source has none.
-        - `boxes`: `list[list[float]]`, shape `(num_boxes, 4)`, `[x0, y0, x1, y1]` pixels; `[]` if none.
+        - `boxes`: `list[list[float]]`, shape `(num_boxes, 4)`, `[x0, y0, x1, y1]` pixels, finite, clipped to the
+          image and non-empty (boxes empty after clipping are removed with their object labels and counted as
+          `box_outside_image`); `[]` if none.
         - `label`: int class id; -1 if the source has none.
         - `object_labels`: `list[int]`, class id per box; `[]` if none.
-        - `keypoints`: `list[list[float]]`, shape `(num_keypoints, 2)`, pixel `[x, y]`; `[]` if none.
+        - `keypoints`: `list[list[float]]`, shape `(num_keypoints, 2)`, pixel `[x, y]`, finite and inside the image
+          (else the sample is skipped); `[]` if none.
         - `mismatched`: bool, the caption is known to belong to another image; False when the source does not say.
         - `__key__`: str, the sample key (WebDataset key, `key`/`id` column, image path, or a hash of the bytes).
 
@@ -369,8 +571,18 @@ def load_image_text_stream(
     if shuffle_buffer is not None and shuffle_buffer < 1:
         raise ValueError(f"`shuffle_buffer` must be None or >= 1, got {shuffle_buffer}")
     path, source_kwargs = _resolve_source(source, split, builder)
-    stream = datasets.load_dataset(path, split=split, streaming=True, **source_kwargs, **load_dataset_kwargs)
-    stream = stream.decode(False)  # images stay {"bytes", "path"}; _ImageTextNormalizer decodes and catches errors
+    files = list(source_kwargs.get("data_files", {}).get(split, []))
+    skip_counter = skip_counter if skip_counter is not None else SkipCounter()
+    skip_counter.register_shards(files, unknown=files[0] if len(files) == 1 else os.fspath(str(source)))
+    if path == "webdataset" and files and not load_dataset_kwargs:
+        # Our own tar reader rather than `datasets`' webdataset builder, which infers the fields from the first
+        # samples (a `.png` among `.jpg` became "missing"), casts `.json` to them (a string label raised) and raises
+        # or ends silently on a faulty tar without naming it: here every fault becomes a counted skip. One shard per
+        # tar, as with the builder, so sharding, shuffling and `state_dict` work the same.
+        stream = datasets.IterableDataset.from_generator(generate_tar_samples, gen_kwargs={"shards": files})
+    else:
+        stream = datasets.load_dataset(path, split=split, streaming=True, **source_kwargs, **load_dataset_kwargs)
+        stream = stream.decode(False)  # images stay {"bytes", "path"}; _ImageTextNormalizer decodes, catches errors
 
     if world_size is not None:
         if stream.num_shards % world_size != 0:
@@ -385,7 +597,6 @@ def load_image_text_stream(
     if shuffle_buffer is not None:
         stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)
 
-    skip_counter = skip_counter if skip_counter is not None else SkipCounter()
     normalizer = _ImageTextNormalizer(image_column, caption_column, skip_counter, require_caption)
     stream = stream.map(normalizer).filter(_has_image)
     return stream.select_columns(list(OUTPUT_FIELDS))

@@ -17,17 +17,20 @@ import logging
 import os
 import re
 import tarfile
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from datasets.utils.file_utils import xopen
 from PIL import Image
 
+from ..models.pyramidclip.image_processing_pyramidclip import to_8bit_images
 from .synthetic_scenes import SyntheticScenes
 from .tuxpaint import TuxpaintStamps
 
-__all__ = ["build_synthetic_scenes", "build_tuxpaint", "write_shards"]
+__all__ = ["build_synthetic_scenes", "build_tuxpaint", "generate_tar_samples", "iter_tar_samples", "write_shards"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +57,8 @@ def _add_member(archive: tarfile.TarFile, name: str, payload: bytes) -> None:
 def _encode_image(image: Image.Image, image_format: str, jpeg_quality: int) -> bytes:
     buffer = io.BytesIO()
     if image_format == "jpg":
-        image.convert("RGB").save(buffer, format="JPEG", quality=jpeg_quality)
+        # 16-bit and float images by their real range (a bare convert("RGB") clips them to white)
+        to_8bit_images(image).convert("RGB").save(buffer, format="JPEG", quality=jpeg_quality)
     else:
         image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -313,3 +317,84 @@ def build_tuxpaint(
     }
     _write_build_files(out_dir, splits["train"][0].class_names(), build_info)
     return paths
+
+
+# --- reading -------------------------------------------------------------------------------------------------------
+
+_MEMBER_PATTERN = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's split of `dir/key.ext.ext` into key, ext
+_SHARD_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
+
+
+def _shard_error(shard: str, reason: str, key: str, detail: str) -> dict[str, Any]:
+    return {"__key__": key, "__url__": shard, "__error__": reason, "__detail__": detail}
+
+
+def iter_tar_samples(shard: str) -> Iterator[dict[str, Any]]:
+    """The samples of one WebDataset tar as raw dicts; a shard that cannot be read fully ends with an error record.
+
+    A sample is `{"__key__", "__url__": shard, "<ext>": bytes, ...}` with one raw payload per member (extensions
+    lower-cased; decoding is the reader's job). Instead of raising, a faulty shard yields one record
+    `{"__key__", "__url__", "__error__": reason, "__detail__"}` and stops, with `reason`:
+
+    - `unreadable_shard`: not a tar (or unreadable) from the start;
+    - `empty_shard`: a 0-byte file or a tar without samples;
+    - `truncated_shard`: cut short (a member runs past the end, or the end-of-archive marker is missing); the
+      samples before the cut are yielded, the sample being read at the cut is not.
+
+    A sample with two members of the same extension yields `__error__ = "invalid_fields"` for that sample only.
+    """
+    try:
+        handle = xopen(shard, "rb")
+    except _SHARD_ERRORS as error:
+        yield _shard_error(shard, "unreadable_shard", shard, repr(error))
+        return
+    with handle:
+        try:
+            archive = tarfile.open(fileobj=handle, mode="r:*")  # noqa: SIM115 (closed by the `with` below)
+        except _SHARD_ERRORS as error:
+            empty = "empty file" in str(error)
+            yield _shard_error(shard, "empty_shard" if empty else "unreadable_shard", shard, repr(error))
+            return
+        with archive:
+            current: dict[str, Any] | None = None
+            num_samples = 0
+            try:
+                for member in archive:
+                    if not member.isfile():
+                        continue
+                    match = _MEMBER_PATTERN.match(member.name)
+                    if match is None:
+                        continue
+                    key, extension = match.group(1), match.group(2).lower()
+                    if current is not None and current["__key__"] != key:
+                        yield current
+                        num_samples += 1
+                        current = None
+                    if current is None:
+                        current = {"__key__": key, "__url__": shard}
+                    payload = archive.extractfile(member).read()  # type: ignore[union-attr]
+                    if extension in current:
+                        current["__error__"] = "invalid_fields"
+                        current["__detail__"] = f"two members with extension {extension!r}"
+                    current[extension] = payload
+                # tarfile ends silently at a missing header: a complete archive has a zero block there.
+                archive.fileobj.seek(archive.offset)
+                end_block = archive.fileobj.read(tarfile.BLOCKSIZE)
+                if len(end_block) < tarfile.BLOCKSIZE or end_block.count(0) != tarfile.BLOCKSIZE:
+                    raise tarfile.ReadError(f"no end-of-archive marker at byte {archive.offset}")
+            except _SHARD_ERRORS as error:
+                lost = current["__key__"] if current is not None else f"{shard}@{archive.offset}"
+                yield _shard_error(shard, "truncated_shard", lost, f"after {num_samples} samples: {error!r}")
+                return
+            if current is not None:
+                yield current
+                num_samples += 1
+            if num_samples == 0:
+                yield _shard_error(shard, "empty_shard", shard, "the tar holds no samples")
+
+
+def generate_tar_samples(shards: list[str]) -> Iterator[dict[str, Any]]:
+    """`iter_tar_samples` over `shards` in order: the generator of `IterableDataset.from_generator` (one shard per tar,
+    so `shard`, `split_dataset_by_node`, `shuffle` and `state_dict` work on whole tars)."""
+    for shard in shards:
+        yield from iter_tar_samples(shard)

@@ -232,12 +232,18 @@ def test_build_hub_folder_without_card_keeps_the_checkpoint_readme(checkpoint, t
     assert (tmp_path / "hub" / "README.md").read_text() == "# my card\n"
 
 
-@pytest.mark.parametrize("stray", ["pytorch_model.bin", "optimizer.pt", "weights.pth", "state.pkl"])
+@pytest.mark.parametrize("stray", ["pytorch_model.bin", "weights.pth", "state.pkl", "model.ckpt"])
 def test_build_hub_folder_refuses_pickle_files(checkpoint, tmp_path, stray):
     (checkpoint / stray).write_bytes(b"\x80\x04pickle")
     with pytest.raises(ValueError, match=re.escape(stray)):
         build_hub_folder(checkpoint, tmp_path / "hub", None)
     assert not (tmp_path / "hub").exists()
+
+
+def test_build_hub_folder_leaves_trainer_state_pickles_behind(checkpoint, tmp_path):
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "rng_state_0.pth", "scaler.pt"):
+        (checkpoint / name).write_bytes(b"\x80\x04pickle")
+    assert build_hub_folder(checkpoint, tmp_path / "hub", render()) == EXPECTED_FILES
 
 
 def test_build_hub_folder_refuses_a_checkpoint_without_safetensors(checkpoint, tmp_path):
@@ -269,6 +275,9 @@ class RecordingApi:
 
     calls: list = []
 
+    def __init__(self, token=None):
+        self.calls.append(("HfApi", token, {}))
+
     def create_repo(self, repo_id, **kwargs):
         self.calls.append(("create_repo", repo_id, kwargs))
 
@@ -283,14 +292,16 @@ class RecordingApi:
 def test_publish_dry_run_lists_files_and_uploads_nothing(checkpoint, monkeypatch):
     monkeypatch.setattr(publish_module, "HfApi", ForbiddenApi)
     assert publish(checkpoint, MODEL_ID, dry_run=True, card=render()) == EXPECTED_FILES
-    assert publish(checkpoint, MODEL_ID, dry_run=True) == [name for name in EXPECTED_FILES if name != "README.md"]
+    without_card = [name for name in EXPECTED_FILES if name != "README.md"]
+    with pytest.warns(UserWarning, match="no README.md model card"):
+        assert publish(checkpoint, MODEL_ID, dry_run=True, allow_no_card=True) == without_card
 
 
 def test_publish_dry_run_refuses_pickles(checkpoint, monkeypatch):
     monkeypatch.setattr(publish_module, "HfApi", ForbiddenApi)
     (checkpoint / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
     with pytest.raises(ValueError, match="pickle"):
-        publish(checkpoint, MODEL_ID, dry_run=True)
+        publish(checkpoint, MODEL_ID, dry_run=True, card=render())
 
 
 def test_publish_creates_repo_branch_and_uploads_the_folder(checkpoint, monkeypatch):
@@ -298,8 +309,10 @@ def test_publish_creates_repo_branch_and_uploads_the_folder(checkpoint, monkeypa
     monkeypatch.setattr(RecordingApi, "calls", [])
     files = publish(checkpoint, MODEL_ID, private=True, revision="dev", commit_message="v1", card=render())
     assert files == EXPECTED_FILES
+    upload = {"revision": "dev", "commit_message": "v1", "delete_patterns": list(publish_module.STALE_PATTERNS)}
     assert RecordingApi.calls == [
+        ("HfApi", None, {}),
         ("create_repo", MODEL_ID, {"private": True, "exist_ok": True}),
         ("create_branch", MODEL_ID, {"branch": "dev", "exist_ok": True}),
-        ("upload_folder", MODEL_ID, {"revision": "dev", "commit_message": "v1", "files": EXPECTED_FILES}),
+        ("upload_folder", MODEL_ID, {**upload, "files": EXPECTED_FILES}),
     ]

@@ -40,7 +40,8 @@ def api() -> HfApi:
 
 
 def test_client_env_is_what_the_tests_run_with(local_hub: LocalHub) -> None:
-    assert client_env(local_hub.endpoint, os.environ["HF_HOME"]).items() <= os.environ.items()
+    env = client_env(local_hub.endpoint, os.environ["HF_HOME"], token=next(iter(local_hub.tokens)))
+    assert env.items() <= os.environ.items()
 
 
 def test_create_repo_exist_ok_conflict_and_delete(api: HfApi) -> None:
@@ -183,13 +184,14 @@ def test_model_card_push_load_and_validate(api: HfApi) -> None:
 
 def test_restart_on_the_same_store_keeps_repos(tmp_path: Path) -> None:
     store, cache = tmp_path / "store", tmp_path / "cache"
-    with LocalHub(store) as hub:
-        port, api = int(hub.endpoint.rsplit(":", 1)[1]), HfApi(endpoint=hub.endpoint)
+    tokens = {"hf_kept": ("keeper", ["org"])}
+    with LocalHub(store, tokens=tokens) as hub:
+        port, api = int(hub.endpoint.rsplit(":", 1)[1]), HfApi(endpoint=hub.endpoint, token="hf_kept")
         api.create_repo("org/kept", repo_type="dataset")
         commit = api.upload_file(path_or_fileobj=b"kept", path_in_repo="k.txt", repo_id="org/kept", repo_type="dataset")
 
-    with LocalHub(store, port=port) as hub:
-        api = HfApi(endpoint=hub.endpoint)
+    with LocalHub(store, port=port, tokens=tokens) as hub:
+        api = HfApi(endpoint=hub.endpoint, token="hf_kept")
         assert api.dataset_info("org/kept").sha == commit.oid
         path = api.hf_hub_download("org/kept", "k.txt", repo_type="dataset", cache_dir=cache)
         assert Path(path).read_bytes() == b"kept"

@@ -31,6 +31,7 @@ def save_tiny_pyramidclip(path) -> PyramidClipModel:
 
 def test_publish_then_load_by_repo_id(local_hub, tmp_path, capsys):
     model = save_tiny_pyramidclip(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "README.md").write_text("---\nlicense: apache-2.0\nlibrary_name: transformers\n---\n# tiny\n")
     main(["publish", str(tmp_path / "ckpt"), "org/pyramidclip-publish-test", "--dry-run"])
     dry = capsys.readouterr().out.splitlines()
     listed = sorted(line.strip() for line in dry[1:])
@@ -45,7 +46,9 @@ def test_publish_then_load_by_repo_id(local_hub, tmp_path, capsys):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
     inputs = processor(text=LABELS, images=image)
     with torch.no_grad():
-        assert torch.equal(reloaded(**inputs).logits_per_image, model(**inputs).logits_per_image)
+        # identical weights (checked bit for bit in tests/models); the logits may differ in the last bit because CPU
+        # kernels can take another summation order for differently aligned weight memory (measured 2.4e-7 on HEAD too)
+        torch.testing.assert_close(reloaded(**inputs).logits_per_image, model(**inputs).logits_per_image)
     classifier = pipeline("zero-shot-image-classification", model="org/pyramidclip-publish-test")
     scores = classifier(image, candidate_labels=LABELS)
     assert [s["score"] for s in scores] == sorted((s["score"] for s in scores), reverse=True)

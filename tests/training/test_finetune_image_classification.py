@@ -55,7 +55,8 @@ needs_fashion_mnist = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A saved tiny PyramidCLIP classifier (2 labels, so the script must re-create the head) and its processor.
+    """A saved tiny PyramidCLIP dual model (2 labels, so the script must re-create the head) and its processor: the
+    classifier loads its vision side, `--zero_shot_init` embeds the prompts with its text tower.
 
     The tokenizer is CLIP's byte-level BPE with no merges (prompts become characters). `train_clip_tokenizer` is not
     used: its token ids differ from process to process (the `tokenizers` BPE trainer breaks ties in hash order), which
@@ -71,7 +72,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
         "pyramidclip-tiny", text_config={"vocab_size": len(tokenizer), "max_position_embeddings": 77}
     )
     path = tmp_path_factory.mktemp("pyramidclip-tiny")
-    PyramidClipForImageClassification(config).save_pretrained(path)
+    PyramidClipModel(config).save_pretrained(path)
     PyramidClipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
     return path
 

@@ -48,7 +48,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_autolink import AutoLinkConfig
@@ -495,10 +496,36 @@ class AutoLinkPreTrainedModel(PreTrainedModel):
             init.ones_(module.masked_image_scale)
 
 
-def _check_pixel_values(pixel_values: torch.Tensor | None, num_channels: int) -> None:
-    if pixel_values is None or pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels:
-        got = None if pixel_values is None else tuple(pixel_values.shape)
-        raise ValueError(f"`pixel_values` must have shape (batch, {num_channels}, height, width), got {got}.")
+# Copied from hfvision.models.pyramidclip.modeling_pyramidclip._check_pixel_values
+def _check_pixel_values(
+    pixel_values: torch.Tensor | None, num_channels: int, dtype: torch.dtype, name: str = "pixel_values"
+) -> None:
+    """Raise a `ValueError` naming the argument unless it is a non-empty `(B, num_channels, H, W)` tensor of finite
+    values of the model's `dtype`.
+
+    Checked at the model's boundary because torch otherwise fails deep inside a convolution (uint8 pixels, float16
+    pixels in a float32 model) or not at all (NaN pixels, an empty batch). Under autocast any floating dtype passes
+    (autocast casts it); the finiteness check is skipped on the meta device and while compiling or tracing.
+    """
+    if not isinstance(pixel_values, torch.Tensor):
+        raise ValueError(
+            f"`{name}` is required: a (batch, {num_channels}, height, width) tensor, got {type(pixel_values).__name__}."
+        )
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels or pixel_values.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` must have shape (batch >= 1, {num_channels}, height, width), got {tuple(pixel_values.shape)}."
+        )
+    if pixel_values.dtype != dtype and not (
+        pixel_values.is_floating_point() and torch.is_autocast_enabled(pixel_values.device.type)
+    ):
+        raise ValueError(
+            f"`{name}` must be {dtype} (the model's dtype), normalised as the image processor does, got "
+            f"{pixel_values.dtype}; use the image processor, or `{name}.to(model.dtype)` for float pixels."
+        )
+    if pixel_values.device.type == "meta" or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return
+    if not torch.isfinite(pixel_values).all():
+        raise ValueError(f"`{name}` holds NaN or infinite values; expected finite, normalised pixels.")
 
 
 class AutoLinkModel(AutoLinkPreTrainedModel):
@@ -526,7 +553,7 @@ class AutoLinkModel(AutoLinkPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_edge_map: bool = False,
-        **kwargs: object,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> AutoLinkModelOutput:
         r"""Detect keypoints in `pixel_values` `(B, C, H, W)` (normalised to [-1, 1] by the image processor).
 
@@ -537,7 +564,7 @@ class AutoLinkModel(AutoLinkPreTrainedModel):
             output_hidden_states: also return every detector block's output.
             output_edge_map: also render the edge map at `config.edge_map_size`.
         """
-        _check_pixel_values(pixel_values, self.config.num_channels)
+        _check_pixel_values(pixel_values, self.config.num_channels, self.dtype)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         size = self.config.image_size
@@ -645,7 +672,7 @@ class AutoLinkForSelfSupervisedKeypoints(AutoLinkPreTrainedModel):
         use_edge_map: bool | None = None,
         output_hidden_states: bool | None = None,
         generator: torch.Generator | None = None,
-        **kwargs: object,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> AutoLinkSelfSupervisedOutput:
         r"""Mask `pixel_values` `(B, C, H, W)` (in [-1, 1]), restore them from the edge map, return the loss.
 
@@ -660,7 +687,7 @@ class AutoLinkForSelfSupervisedKeypoints(AutoLinkPreTrainedModel):
             generator: source of the mask noise when `noise` is `None`.
         """
         config = self.config
-        _check_pixel_values(pixel_values, config.num_channels)
+        _check_pixel_values(pixel_values, config.num_channels, self.dtype)
         batch_size, height, width = pixel_values.shape[0], *pixel_values.shape[-2:]
         stride = 2 ** (len(config.decoder_hidden_sizes) - 1)
         if height % stride or width % stride:

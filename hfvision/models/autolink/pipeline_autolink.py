@@ -53,7 +53,7 @@ class KeypointDetectionPipeline(Pipeline):
     def _forward(self, model_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         target_size = model_inputs.pop("target_size")
         # `base_model` is the detector and graph, also when the pipeline holds the self-supervised model
-        outputs = self.model.base_model(pixel_values=model_inputs["pixel_values"])
+        outputs = self.model.base_model(pixel_values=model_inputs["pixel_values"].to(self.model.dtype))
         batch_size, num_keypoints = outputs.keypoints.shape[:2]
         # every tensor is per image, so that pipeline batching can split the batch back into images
         edge_weights = outputs.edge_weights.expand(batch_size, num_keypoints, num_keypoints)

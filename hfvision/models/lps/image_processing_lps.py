@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from transformers.image_processing_backends import PilBackend
+from transformers.image_processing_utils import BatchFeature
 from transformers.image_transforms import resize as np_resize
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
@@ -29,8 +31,79 @@ from transformers.processing_utils import ImagesKwargs
 from transformers.utils import IMAGE_PROCESSOR_NAME, PROCESSOR_NAME
 
 
+# Copied from hfvision.models.pyramidclip.image_processing_pyramidclip.to_8bit_images
+def to_8bit_images(images: Any, name: str = "images") -> Any:
+    """Map high-bit-depth images to 8-bit grayscale by their real range; leave every other image as it is.
+
+    PIL's `convert("RGB")`, which transformers' image processors apply, clips 16-bit, 32-bit and float pixels to
+    [0, 255] (a 16-bit photo comes out almost all white, a float image in [0, 1] almost all black). The rules here:
+
+    - `I;16*` (16-bit) and `I` (32-bit integer, what Pillow also opens 16-bit PNGs as) PIL images and uint16 arrays:
+      the full 16-bit range maps to [0, 255] (value / 257). The type's range, not the image's own: an image stored
+      with fewer significant bits (a 12-bit scan, 0..4095) comes out proportionally dark rather than stretched, so
+      its intensities keep their meaning; scale it yourself (`array * 16`) to use the whole range. `I` values
+      outside [0, 65535] raise.
+    - `F` PIL images and float arrays: values in [0, 1] are multiplied by 255, values in [0, 255] (any with a
+      maximum above 1) are kept; negative, larger or non-finite values raise.
+    - 2-D numpy arrays (or tensors) are `(H, W)` grayscale images, as PIL's `L`: uint8 as is, bool as 0 / 255,
+      uint16 and float by the rules above; other integer types (e.g. int64) raise, as their range is ambiguous.
+
+    Args:
+        images: one image (PIL, numpy, torch) or a (nested) list of them.
+        name: the argument name used in error messages.
+
+    Returns:
+        `images` with each such image replaced by an 8-bit PIL image of mode `L` (same nesting).
+
+    Raises:
+        ValueError: an empty list of images, or a pixel range the rules above do not cover.
+    """
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError(f"`{name}` is an empty list; expected at least one image.")
+        return type(images)(to_8bit_images(image, name) for image in images)
+    if isinstance(images, Image.Image):
+        if not (images.mode.startswith("I;16") or images.mode in ("I", "F")):
+            return images
+        pixels = np.asarray(images)
+    elif getattr(images, "ndim", None) == 2 and hasattr(images, "shape"):
+        pixels = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)
+    else:
+        return images
+    kind = f"mode {images.mode}" if isinstance(images, Image.Image) else f"{pixels.dtype} (H, W)"
+    if pixels.dtype == np.bool_:
+        return Image.fromarray(pixels.astype(np.uint8) * 255)
+    if pixels.dtype == np.uint8:
+        return Image.fromarray(pixels)
+    if np.issubdtype(pixels.dtype, np.integer):
+        if pixels.dtype != np.uint16 and not isinstance(images, Image.Image):
+            raise ValueError(
+                f"`{name}`: a 2-D {pixels.dtype} array has no standard pixel range; pass uint8 (0..255), uint16 "
+                "(0..65535) or float (0..1) pixels."
+            )
+        if pixels.dtype.itemsize > 2 and (pixels.min() < 0 or pixels.max() > 65535):
+            raise ValueError(
+                f"`{name}`: a {kind} image must hold 16-bit values in [0, 65535], got [{pixels.min()}, "
+                f"{pixels.max()}]; rescale it to uint8 or float in [0, 1] first."
+            )
+        scaled = pixels.astype(np.float32) / 257.0  # 65535 -> 255
+    else:
+        pixels = pixels.astype(np.float32)
+        if not np.isfinite(pixels).all():
+            raise ValueError(f"`{name}`: a {kind} image holds NaN or infinite values; expected finite pixels.")
+        low, high = float(pixels.min()), float(pixels.max())
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"`{name}`: a {kind} image must hold values in [0, 1] or [0, 255], got [{low}, {high}]; "
+                "rescale it first."
+            )
+        scaled = pixels * 255.0 if high <= 1.0 else pixels
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+
+
 class LpsImagesKwargs(ImagesKwargs, total=False):
     size_divisor: int
+    do_circular_pad: bool
 
 
 class LpsImageProcessor(PilBackend):
@@ -41,6 +114,11 @@ class LpsImageProcessor(PilBackend):
             to keep the aspect ratio.
         size_divisor (`int`, *optional*, defaults to 32): the resized height and width are rounded to multiples of
             this (use the model's `config.total_stride`).
+        do_circular_pad (`bool`, *optional*, defaults to `False`): with `do_resize=False`, pad each image at the
+            bottom and right by wrapping it around (`np.pad(mode="wrap")`) to the next multiples of `size_divisor`.
+            Without it, such an image raises a `ValueError` here, as the model would: a size that is not a multiple
+            of the total stride silently voids the exact shift invariance. The padded image is periodic with the
+            padded size, so invariance then holds for circular shifts of the padded image.
         Other arguments as transformers' image processors (`resample`, `image_mean`, `image_std`, `do_resize`, ...).
     """
 
@@ -51,10 +129,28 @@ class LpsImageProcessor(PilBackend):
     image_std = IMAGENET_DEFAULT_STD
     size = {"height": 224, "width": 224}
     size_divisor = 32
+    do_circular_pad = False
     do_resize = True
     do_rescale = True
     do_normalize = True
     do_convert_rgb = True
+
+    def _preprocess(self, images: list[np.ndarray], **kwargs: Any) -> BatchFeature:
+        """transformers' `_preprocess`; without resizing, sizes must be multiples of `size_divisor` (or are padded)."""
+        divisor = kwargs.get("size_divisor") or self.size_divisor
+        if not kwargs.get("do_resize"):
+            for index, image in enumerate(images):
+                height, width = image.shape[-2:]  # images are (C, H, W) here
+                pad = ((0, 0), (0, -height % divisor), (0, -width % divisor))
+                if pad[1][1] or pad[2][1]:
+                    if not kwargs.get("do_circular_pad"):
+                        raise ValueError(
+                            f"`images` item {index} is {height}x{width}, not a multiple of `size_divisor` = {divisor} "
+                            "(the model's total stride), which voids LPS's exact shift invariance; resize "
+                            "(`do_resize=True`) or pad it (`do_circular_pad=True`)."
+                        )
+                    images[index] = np.pad(image, pad, mode="wrap")
+        return super()._preprocess(images, **kwargs)
 
     def resize(self, image: np.ndarray, size: object, resample: object = None, **kwargs: object) -> np.ndarray:
         """Resize a `(C, H, W)` array to `size`, with height and width rounded to multiples of `size_divisor`."""
@@ -71,6 +167,10 @@ class LpsImageProcessor(PilBackend):
             data_format=ChannelDimension.FIRST,
             input_data_format=ChannelDimension.FIRST,
         )
+
+    def preprocess(self, images: Any, *args: Any, **kwargs: Any) -> BatchFeature:
+        """transformers' `preprocess`, after [`to_8bit_images`] has mapped 16-bit, 32-bit and float images to 8 bits."""
+        return super().preprocess(to_8bit_images(images), *args, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> list[str]:
         """Save as `{"image_processor": {...}}` in `processor_config.json` (transformers 5's nested layout).

@@ -41,7 +41,8 @@ from transformers.modeling_outputs import (
     ImageClassifierOutputWithNoAttention,
     SemanticSegmenterOutput,
 )
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_lps import LpsResNetConfig
@@ -481,6 +482,38 @@ class LpsResNetEncoder(nn.Module):
         return tuple(stage_outputs), samples
 
 
+# Copied from hfvision.models.pyramidclip.modeling_pyramidclip._check_pixel_values
+def _check_pixel_values(
+    pixel_values: torch.Tensor | None, num_channels: int, dtype: torch.dtype, name: str = "pixel_values"
+) -> None:
+    """Raise a `ValueError` naming the argument unless it is a non-empty `(B, num_channels, H, W)` tensor of finite
+    values of the model's `dtype`.
+
+    Checked at the model's boundary because torch otherwise fails deep inside a convolution (uint8 pixels, float16
+    pixels in a float32 model) or not at all (NaN pixels, an empty batch). Under autocast any floating dtype passes
+    (autocast casts it); the finiteness check is skipped on the meta device and while compiling or tracing.
+    """
+    if not isinstance(pixel_values, torch.Tensor):
+        raise ValueError(
+            f"`{name}` is required: a (batch, {num_channels}, height, width) tensor, got {type(pixel_values).__name__}."
+        )
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels or pixel_values.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` must have shape (batch >= 1, {num_channels}, height, width), got {tuple(pixel_values.shape)}."
+        )
+    if pixel_values.dtype != dtype and not (
+        pixel_values.is_floating_point() and torch.is_autocast_enabled(pixel_values.device.type)
+    ):
+        raise ValueError(
+            f"`{name}` must be {dtype} (the model's dtype), normalised as the image processor does, got "
+            f"{pixel_values.dtype}; use the image processor, or `{name}.to(model.dtype)` for float pixels."
+        )
+    if pixel_values.device.type == "meta" or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return
+    if not torch.isfinite(pixel_values).all():
+        raise ValueError(f"`{name}` holds NaN or infinite values; expected finite, normalised pixels.")
+
+
 class LpsResNetPreTrainedModel(PreTrainedModel):
     config_class = LpsResNetConfig
     base_model_prefix = "lps_resnet"
@@ -538,20 +571,23 @@ class LpsResNetModel(LpsResNetPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         generator: torch.Generator | None = None,
-        **kwargs: object,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> LpsResNetModelOutput:
         r"""Encode `pixel_values` `(B, C, H, W)`.
 
-        H and W must be multiples of `config.total_stride` for exact circular-shift invariance (other even sizes run).
+        H and W must be multiples of `config.total_stride`, else a `ValueError`: other sizes would run but void the
+        exact circular-shift invariance (the image processor resizes, or pads circularly with `do_circular_pad=True`).
 
         Args:
             output_hidden_states: also return the stem output and every stage output.
             generator: source of the Gumbel noise in training mode (LPS layers only).
         """
-        if pixel_values is None or pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
-            got = None if pixel_values is None else tuple(pixel_values.shape)
+        _check_pixel_values(pixel_values, self.config.num_channels, self.dtype)
+        if pixel_values.shape[-2] % self.config.total_stride or pixel_values.shape[-1] % self.config.total_stride:
             raise ValueError(
-                f"`pixel_values` must have shape (batch, {self.config.num_channels}, height, width), got {got}."
+                f"`pixel_values` height and width must be multiples of `config.total_stride` = "
+                f"{self.config.total_stride} for exact shift invariance, got {tuple(pixel_values.shape[-2:])}; use "
+                "the image processor (it resizes to multiples, or pads circularly with `do_circular_pad=True`)."
             )
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
@@ -588,7 +624,7 @@ class LpsResNetForImageClassification(LpsResNetPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         generator: torch.Generator | None = None,
-        **kwargs: object,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> ImageClassifierOutputWithNoAttention:
         """Class logits `(B, num_labels)`; `loss` from `labels` following `config.problem_type`."""
         outputs = self.lps_resnet(
@@ -659,7 +695,7 @@ class LpsForSemanticSegmentation(LpsResNetPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         generator: torch.Generator | None = None,
-        **kwargs: object,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SemanticSegmenterOutput:
         """Logits `(B, num_labels, H, W)` at input resolution; `loss` is the per-pixel cross-entropy with `labels`
         `(B, H, W)`, ignoring `config.semantic_loss_ignore_index`."""

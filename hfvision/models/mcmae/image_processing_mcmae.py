@@ -17,8 +17,79 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers.image_processing_backends import PilBackend
+from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 from transformers.utils import IMAGE_PROCESSOR_NAME, PROCESSOR_NAME
+
+
+# Copied from hfvision.models.pyramidclip.image_processing_pyramidclip.to_8bit_images
+def to_8bit_images(images: Any, name: str = "images") -> Any:
+    """Map high-bit-depth images to 8-bit grayscale by their real range; leave every other image as it is.
+
+    PIL's `convert("RGB")`, which transformers' image processors apply, clips 16-bit, 32-bit and float pixels to
+    [0, 255] (a 16-bit photo comes out almost all white, a float image in [0, 1] almost all black). The rules here:
+
+    - `I;16*` (16-bit) and `I` (32-bit integer, what Pillow also opens 16-bit PNGs as) PIL images and uint16 arrays:
+      the full 16-bit range maps to [0, 255] (value / 257). The type's range, not the image's own: an image stored
+      with fewer significant bits (a 12-bit scan, 0..4095) comes out proportionally dark rather than stretched, so
+      its intensities keep their meaning; scale it yourself (`array * 16`) to use the whole range. `I` values
+      outside [0, 65535] raise.
+    - `F` PIL images and float arrays: values in [0, 1] are multiplied by 255, values in [0, 255] (any with a
+      maximum above 1) are kept; negative, larger or non-finite values raise.
+    - 2-D numpy arrays (or tensors) are `(H, W)` grayscale images, as PIL's `L`: uint8 as is, bool as 0 / 255,
+      uint16 and float by the rules above; other integer types (e.g. int64) raise, as their range is ambiguous.
+
+    Args:
+        images: one image (PIL, numpy, torch) or a (nested) list of them.
+        name: the argument name used in error messages.
+
+    Returns:
+        `images` with each such image replaced by an 8-bit PIL image of mode `L` (same nesting).
+
+    Raises:
+        ValueError: an empty list of images, or a pixel range the rules above do not cover.
+    """
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError(f"`{name}` is an empty list; expected at least one image.")
+        return type(images)(to_8bit_images(image, name) for image in images)
+    if isinstance(images, Image.Image):
+        if not (images.mode.startswith("I;16") or images.mode in ("I", "F")):
+            return images
+        pixels = np.asarray(images)
+    elif getattr(images, "ndim", None) == 2 and hasattr(images, "shape"):
+        pixels = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)
+    else:
+        return images
+    kind = f"mode {images.mode}" if isinstance(images, Image.Image) else f"{pixels.dtype} (H, W)"
+    if pixels.dtype == np.bool_:
+        return Image.fromarray(pixels.astype(np.uint8) * 255)
+    if pixels.dtype == np.uint8:
+        return Image.fromarray(pixels)
+    if np.issubdtype(pixels.dtype, np.integer):
+        if pixels.dtype != np.uint16 and not isinstance(images, Image.Image):
+            raise ValueError(
+                f"`{name}`: a 2-D {pixels.dtype} array has no standard pixel range; pass uint8 (0..255), uint16 "
+                "(0..65535) or float (0..1) pixels."
+            )
+        if pixels.dtype.itemsize > 2 and (pixels.min() < 0 or pixels.max() > 65535):
+            raise ValueError(
+                f"`{name}`: a {kind} image must hold 16-bit values in [0, 65535], got [{pixels.min()}, "
+                f"{pixels.max()}]; rescale it to uint8 or float in [0, 1] first."
+            )
+        scaled = pixels.astype(np.float32) / 257.0  # 65535 -> 255
+    else:
+        pixels = pixels.astype(np.float32)
+        if not np.isfinite(pixels).all():
+            raise ValueError(f"`{name}`: a {kind} image holds NaN or infinite values; expected finite pixels.")
+        low, high = float(pixels.min()), float(pixels.max())
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"`{name}`: a {kind} image must hold values in [0, 1] or [0, 255], got [{low}, {high}]; "
+                "rescale it first."
+            )
+        scaled = pixels * 255.0 if high <= 1.0 else pixels
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
 
 
 class McMaeImageProcessor(PilBackend):
@@ -43,6 +114,10 @@ class McMaeImageProcessor(PilBackend):
     do_rescale = True
     do_normalize = True
     do_convert_rgb = True
+
+    def preprocess(self, images: Any, *args: Any, **kwargs: Any) -> BatchFeature:
+        """transformers' `preprocess`, after [`to_8bit_images`] has mapped 16-bit, 32-bit and float images to 8 bits."""
+        return super().preprocess(to_8bit_images(images), *args, **kwargs)
 
     # Copied from hfvision.models.lps.image_processing_lps.LpsImageProcessor.save_pretrained
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> list[str]:

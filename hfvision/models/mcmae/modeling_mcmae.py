@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -38,7 +37,8 @@ from transformers.models.vit_mae.modeling_vit_mae import (
     ViTMAELayer,
     build_2d_sinusoidal_position_embedding,
 )
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -146,8 +146,15 @@ def gather_tokens(tokens: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
 
 
 def drop_path_rates(config: McMaeConfig) -> list[float]:
-    """Stochastic-depth rate of every encoder block (conv blocks first), linear from 0 to `drop_path_rate`."""
-    return torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
+    """Stochastic-depth rate of every encoder block (conv blocks first), linear from 0 to `drop_path_rate`.
+
+    Plain Python (the values of `torch.linspace(0, rate, n)`): `__init__` also runs on the meta device, where no tensor
+    value can be read.
+    """
+    num_blocks = sum(config.depths)
+    if num_blocks == 1:
+        return [0.0]
+    return [config.drop_path_rate * index / (num_blocks - 1) for index in range(num_blocks)]
 
 
 class McMaeDropPath(nn.Module):
@@ -263,7 +270,12 @@ class McMaeLayer(ViTMAELayer):
         self.attention.config = config
         self.drop_path = McMaeDropPath(drop_path)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
         attention_output, _ = self.attention(self.layernorm_before(hidden_states), attention_mask, **kwargs)
         hidden_states = hidden_states + self.drop_path(self.dropout(attention_output))
         mlp_output = self.mlp(self.layernorm_after(hidden_states))
@@ -328,6 +340,38 @@ class McMaeDecoder(nn.Module):
         for layer in self.decoder_layers:
             hidden_states = layer(hidden_states)
         return self.decoder_pred(self.decoder_norm(hidden_states))
+
+
+# Copied from hfvision.models.pyramidclip.modeling_pyramidclip._check_pixel_values
+def _check_pixel_values(
+    pixel_values: torch.Tensor | None, num_channels: int, dtype: torch.dtype, name: str = "pixel_values"
+) -> None:
+    """Raise a `ValueError` naming the argument unless it is a non-empty `(B, num_channels, H, W)` tensor of finite
+    values of the model's `dtype`.
+
+    Checked at the model's boundary because torch otherwise fails deep inside a convolution (uint8 pixels, float16
+    pixels in a float32 model) or not at all (NaN pixels, an empty batch). Under autocast any floating dtype passes
+    (autocast casts it); the finiteness check is skipped on the meta device and while compiling or tracing.
+    """
+    if not isinstance(pixel_values, torch.Tensor):
+        raise ValueError(
+            f"`{name}` is required: a (batch, {num_channels}, height, width) tensor, got {type(pixel_values).__name__}."
+        )
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels or pixel_values.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` must have shape (batch >= 1, {num_channels}, height, width), got {tuple(pixel_values.shape)}."
+        )
+    if pixel_values.dtype != dtype and not (
+        pixel_values.is_floating_point() and torch.is_autocast_enabled(pixel_values.device.type)
+    ):
+        raise ValueError(
+            f"`{name}` must be {dtype} (the model's dtype), normalised as the image processor does, got "
+            f"{pixel_values.dtype}; use the image processor, or `{name}.to(model.dtype)` for float pixels."
+        )
+    if pixel_values.device.type == "meta" or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return
+    if not torch.isfinite(pixel_values).all():
+        raise ValueError(f"`{name}` holds NaN or infinite values; expected finite, normalised pixels.")
 
 
 class McMaePreTrainedModel(PreTrainedModel):
@@ -398,13 +442,8 @@ class McMaeModel(McMaePreTrainedModel):
 
     def check_pixel_values(self, pixel_values: torch.Tensor | None, interpolate_pos_encoding: bool) -> tuple[int, int]:
         """Validate `pixel_values` and return its token grid `(H / patch_size, W / patch_size)`."""
-        if pixel_values is None:
-            raise ValueError("`pixel_values` is required: pass images of shape (batch, channels, height, width).")
         size, patch, channels = self.config.image_size, self.config.patch_size, self.config.num_channels
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != channels:
-            raise ValueError(
-                f"`pixel_values` must have shape (batch, {channels}, height, width), got {tuple(pixel_values.shape)}."
-            )
+        _check_pixel_values(pixel_values, channels, self.dtype)
         height, width = pixel_values.shape[2:]
         if interpolate_pos_encoding and (height % patch or width % patch):
             raise ValueError(f"`pixel_values` height and width must be multiples of {patch}, got {height}x{width}.")
@@ -423,20 +462,19 @@ class McMaeModel(McMaePreTrainedModel):
         noise: torch.Tensor | None = None,
         apply_masking: bool = False,
         interpolate_pos_encoding: bool = False,
-        **kwargs: Any,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> McMaeModelOutput:
         r"""Encode `pixel_values` `(B, C, H, W)`.
 
         Args:
             pixel_values: images of the configured size (any multiple of `patch_size` with
                 `interpolate_pos_encoding`).
-            noise: `(B, N)` masking scores (lowest kept), to fix the random mask; `N = (H / p) * (W / p)`.
+            noise: `(B, N)` masking scores (lowest kept), to fix the random mask; `N = (H / p) * (W / p)`. Ignored
+                without `apply_masking`, so generic callers may pass it to every model that accepts it.
             apply_masking: mask `config.mask_ratio` of the tokens (pretraining). Without it every token is encoded.
             interpolate_pos_encoding: resize the position table bicubically to the input's token grid.
         """
         grid = self.check_pixel_values(pixel_values, interpolate_pos_encoding)
-        if noise is not None and not apply_masking:
-            raise ValueError("`noise` fixes the random mask: pass it together with `apply_masking=True`.")
         batch_size, num_patches = pixel_values.shape[0], grid[0] * grid[1]
         stride2 = self.config.patch_sizes[2]
 
@@ -572,7 +610,7 @@ class McMaeForPreTraining(McMaePreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs: Any,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> McMaeForPreTrainingOutput:
         r"""Mask, encode the visible tokens, fuse, decode, and score the reconstruction of the masked patches.
 
@@ -626,7 +664,7 @@ class McMaeForImageClassification(McMaePreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs: Any,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> ImageClassifierOutput:
         """Class logits `(B, num_labels)`; `loss` from `labels` following `config.problem_type`."""
         outputs = self.mcmae(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)

@@ -16,6 +16,7 @@ processor then only pads them). An image without boxes gets one box covering the
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -23,6 +24,75 @@ from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling, make_flat_list_of_images
 from transformers.processing_utils import ImagesKwargs
+
+
+def to_8bit_images(images: Any, name: str = "images") -> Any:
+    """Map high-bit-depth images to 8-bit grayscale by their real range; leave every other image as it is.
+
+    PIL's `convert("RGB")`, which transformers' image processors apply, clips 16-bit, 32-bit and float pixels to
+    [0, 255] (a 16-bit photo comes out almost all white, a float image in [0, 1] almost all black). The rules here:
+
+    - `I;16*` (16-bit) and `I` (32-bit integer, what Pillow also opens 16-bit PNGs as) PIL images and uint16 arrays:
+      the full 16-bit range maps to [0, 255] (value / 257). The type's range, not the image's own: an image stored
+      with fewer significant bits (a 12-bit scan, 0..4095) comes out proportionally dark rather than stretched, so
+      its intensities keep their meaning; scale it yourself (`array * 16`) to use the whole range. `I` values
+      outside [0, 65535] raise.
+    - `F` PIL images and float arrays: values in [0, 1] are multiplied by 255, values in [0, 255] (any with a
+      maximum above 1) are kept; negative, larger or non-finite values raise.
+    - 2-D numpy arrays (or tensors) are `(H, W)` grayscale images, as PIL's `L`: uint8 as is, bool as 0 / 255,
+      uint16 and float by the rules above; other integer types (e.g. int64) raise, as their range is ambiguous.
+
+    Args:
+        images: one image (PIL, numpy, torch) or a (nested) list of them.
+        name: the argument name used in error messages.
+
+    Returns:
+        `images` with each such image replaced by an 8-bit PIL image of mode `L` (same nesting).
+
+    Raises:
+        ValueError: an empty list of images, or a pixel range the rules above do not cover.
+    """
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError(f"`{name}` is an empty list; expected at least one image.")
+        return type(images)(to_8bit_images(image, name) for image in images)
+    if isinstance(images, Image.Image):
+        if not (images.mode.startswith("I;16") or images.mode in ("I", "F")):
+            return images
+        pixels = np.asarray(images)
+    elif getattr(images, "ndim", None) == 2 and hasattr(images, "shape"):
+        pixels = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)
+    else:
+        return images
+    kind = f"mode {images.mode}" if isinstance(images, Image.Image) else f"{pixels.dtype} (H, W)"
+    if pixels.dtype == np.bool_:
+        return Image.fromarray(pixels.astype(np.uint8) * 255)
+    if pixels.dtype == np.uint8:
+        return Image.fromarray(pixels)
+    if np.issubdtype(pixels.dtype, np.integer):
+        if pixels.dtype != np.uint16 and not isinstance(images, Image.Image):
+            raise ValueError(
+                f"`{name}`: a 2-D {pixels.dtype} array has no standard pixel range; pass uint8 (0..255), uint16 "
+                "(0..65535) or float (0..1) pixels."
+            )
+        if pixels.dtype.itemsize > 2 and (pixels.min() < 0 or pixels.max() > 65535):
+            raise ValueError(
+                f"`{name}`: a {kind} image must hold 16-bit values in [0, 65535], got [{pixels.min()}, "
+                f"{pixels.max()}]; rescale it to uint8 or float in [0, 1] first."
+            )
+        scaled = pixels.astype(np.float32) / 257.0  # 65535 -> 255
+    else:
+        pixels = pixels.astype(np.float32)
+        if not np.isfinite(pixels).all():
+            raise ValueError(f"`{name}`: a {kind} image holds NaN or infinite values; expected finite pixels.")
+        low, high = float(pixels.min()), float(pixels.max())
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"`{name}`: a {kind} image must hold values in [0, 1] or [0, 255], got [{low}, {high}]; "
+                "rescale it first."
+            )
+        scaled = pixels * 255.0 if high <= 1.0 else pixels
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
 
 
 class PyramidClipImagesKwargs(ImagesKwargs, total=False):
@@ -66,6 +136,10 @@ class PyramidClipImageProcessor(PilBackend):
         """Size of one stand-in region feature: pooled RGB pixels plus 4 box coordinates."""
         return 3 * self.roi_pool_size**2 + 4
 
+    def preprocess(self, images: Any, *args: Any, **kwargs: Any) -> BatchFeature:
+        """transformers' `preprocess`, after [`to_8bit_images`] has mapped 16-bit, 32-bit and float images to 8 bits."""
+        return super().preprocess(to_8bit_images(images), *args, **kwargs)
+
     def _to_pil(self, image: object) -> Image.Image:
         array = self.process_image(image, do_convert_rgb=True)  # (3, H, W) uint8
         return Image.fromarray(np.ascontiguousarray(np.moveaxis(array, 0, -1)))
@@ -97,14 +171,53 @@ class PyramidClipImageProcessor(PilBackend):
         target = (self.crop_size["width"], self.crop_size["height"])
         return image.resize(target, self.resample, box=(left, top, left + crop_w, top + crop_h))
 
-    def _region_features(self, image: Image.Image, boxes: list[list[float]] | None) -> np.ndarray:
+    @staticmethod
+    def check_boxes(boxes: Any, width: int, height: int, index: int = 0) -> np.ndarray:
+        """Validate one image's boxes and clip them to the image.
+
+        Args:
+            boxes: `[x0, y0, x1, y1]` pixel boxes, `(M, 4)` (a single box may be given flat); `None` or empty: the
+                whole image.
+            width, height: the image's size; boxes reaching past its right or bottom edge are clipped to it.
+            index: the image's position in the batch, for error messages.
+
+        Returns:
+            `(M, 4)` float32 boxes inside the image.
+
+        Raises:
+            ValueError: boxes that are not 4 finite coordinates, are negative, empty (x1 <= x0 or y1 <= y0), or lie
+                entirely outside the image.
+        """
+        if boxes is None or len(boxes) == 0:
+            return np.asarray([[0, 0, width, height]], dtype=np.float32)
+        try:
+            boxes_array = np.asarray(boxes, dtype=np.float32)
+        except (TypeError, ValueError) as error:  # ragged lists, e.g. a box of three coordinates among fours
+            raise ValueError(f"`boxes[{index}]` must be [x0, y0, x1, y1] boxes of 4 numbers, got {boxes!r}.") from error
+        if boxes_array.shape == (4,):
+            boxes_array = boxes_array[None]
+        if boxes_array.ndim != 2 or boxes_array.shape[1] != 4:
+            raise ValueError(
+                f"`boxes[{index}]` must be [x0, y0, x1, y1] boxes of 4 numbers, shape (M, 4); got shape "
+                f"{boxes_array.shape}: {boxes!r}."
+            )
+        if not np.isfinite(boxes_array).all() or (boxes_array < 0).any():
+            raise ValueError(f"`boxes[{index}]` must hold finite, non-negative pixel coordinates, got {boxes!r}.")
+        if (boxes_array[:, 2] <= boxes_array[:, 0]).any() or (boxes_array[:, 3] <= boxes_array[:, 1]).any():
+            raise ValueError(
+                f"`boxes[{index}]` must be [x0, y0, x1, y1] with x1 > x0 and y1 > y0, got {boxes_array.tolist()}."
+            )
+        if (boxes_array[:, 0] >= width).any() or (boxes_array[:, 1] >= height).any():
+            raise ValueError(
+                f"`boxes[{index}]` has a box entirely outside its {width}x{height} image (x0 >= width or "
+                f"y0 >= height): {boxes_array.tolist()}."
+            )
+        return np.minimum(boxes_array, np.asarray([width, height, width, height], dtype=np.float32))
+
+    def _region_features(self, image: Image.Image, boxes: Any, index: int = 0) -> np.ndarray:
         """`(M, 3 * roi_pool_size**2 + 4)` stand-in features of the boxes (or of the whole image)."""
         width, height = image.size
-        boxes_array = np.asarray(boxes if boxes else [[0, 0, width, height]], dtype=np.float32).reshape(-1, 4)
-        boxes_array = boxes_array[: self.max_regions]
-        if (boxes_array[:, 2] <= boxes_array[:, 0]).any() or (boxes_array[:, 3] <= boxes_array[:, 1]).any():
-            raise ValueError(f"`boxes` must be [x0, y0, x1, y1] with x1 > x0 and y1 > y0, got {boxes_array.tolist()}.")
-        boxes_array = np.clip(boxes_array, 0, [width, height, width, height])
+        boxes_array = self.check_boxes(boxes, width, height, index)[: self.max_regions]
         side = (self.roi_pool_size, self.roi_pool_size)
         crops = [image.resize(side, PILImageResampling.BILINEAR, box=tuple(box)) for box in boxes_array.tolist()]
         pixels = self._normalize(crops).reshape(len(crops), -1)  # (M, 3 * s * s)
@@ -122,9 +235,12 @@ class PyramidClipImageProcessor(PilBackend):
         """Build the visual pyramid of a batch.
 
         Args:
-            images: one image or a list (PIL, numpy or torch; any size).
-            boxes: per image, a list of `[x0, y0, x1, y1]` pixel boxes (or `None`: the whole image).
-            roi_features: per image, precomputed `(M_i, D)` region features (e.g. detector outputs); overrides `boxes`.
+            images: one image or a list (PIL, numpy or torch; any size; 16-bit and float images are mapped to 8 bits
+                by [`to_8bit_images`]).
+            boxes: per image, a list of `[x0, y0, x1, y1]` pixel boxes (or `None`: the whole image); boxes reaching
+                past the right or bottom edge are clipped, invalid ones raise (see [`check_boxes`]).
+            roi_features: per image, precomputed `(M_i, D)` region features (e.g. detector outputs), `M_i >= 1` and
+                one `D` for all; overrides `boxes`.
             seed: seed of the random crops, for reproducible batches.
             return_tensors: `"pt"`, `"np"` or `None`.
 
@@ -132,7 +248,7 @@ class PyramidClipImageProcessor(PilBackend):
             `BatchFeature` with `pixel_values` (global view) and `pixel_values_local`, both `(B, 3, H, W)`,
             `roi_features` `(B, M, D)` zero-padded to the longest region list, and `roi_mask` `(B, M)`.
         """
-        pil_images = [self._to_pil(image) for image in make_flat_list_of_images(images)]
+        pil_images = [self._to_pil(image) for image in make_flat_list_of_images(to_8bit_images(images))]
         for name, per_image in (("boxes", boxes), ("roi_features", roi_features)):
             if per_image is not None and len(per_image) != len(pil_images):
                 raise ValueError(f"`{name}` must have one entry per image ({len(pil_images)}), got {len(per_image)}.")
@@ -141,10 +257,20 @@ class PyramidClipImageProcessor(PilBackend):
         local_views = [self._random_resized_crop(image, self.local_crop_scale, rng) for image in pil_images]
         if roi_features is None:
             regions = [
-                self._region_features(image, None if boxes is None else boxes[i]) for i, image in enumerate(pil_images)
+                self._region_features(image, None if boxes is None else boxes[i], i)
+                for i, image in enumerate(pil_images)
             ]
         else:
-            regions = [np.asarray(features, dtype=np.float32)[: self.max_regions] for features in roi_features]
+            regions = [np.asarray(features, dtype=np.float32) for features in roi_features]
+            for i, region in enumerate(regions):
+                if region.ndim != 2 or len(region) == 0 or region.shape[-1] != regions[0].shape[-1]:
+                    raise ValueError(
+                        f"`roi_features` must be one (regions >= 1, dim) array per image, with one dim for all; "
+                        f"got shapes {[np.shape(features) for features in roi_features]} (item {i} differs)."
+                    )
+                if not np.isfinite(region).all():
+                    raise ValueError(f"`roi_features[{i}]` holds NaN or infinite values; expected finite features.")
+            regions = [region[: self.max_regions] for region in regions]
         num_regions = max(len(region) for region in regions)
         padded = np.zeros((len(regions), num_regions, regions[0].shape[-1]), dtype=np.float32)
         mask = np.zeros((len(regions), num_regions), dtype=np.int64)

@@ -22,6 +22,7 @@ CLIP layers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,11 +42,18 @@ from transformers.models.clip.modeling_clip import (
     CLIPTextEmbeddings,
     CLIPVisionEmbeddings,
 )
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_pyramidclip import PyramidClipConfig, PyramidClipTextConfig, PyramidClipVisionConfig
+
+logger = logging.get_logger(__name__)
+
+# What a dual-model checkpoint holds beyond the image side, left out by the classification head (the prefix: heads
+# saved before the head held the vision tower only).
+TEXT_SIDE_KEYS = re.compile(r"^(pyramidclip\.)?(text_model\.|text_projection\.|logit_scale$)")
 
 LOSS_TERMS = (
     "loss_global_summary",
@@ -154,7 +162,7 @@ class PyramidClipEncoder(nn.Module):
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         first_layer: int = 0,
-        **kwargs: Any,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         hidden_states = inputs_embeds
         for layer in self.layers[first_layer:]:
@@ -233,6 +241,61 @@ class PyramidClipLoss(nn.Module):
         return terms
 
 
+def _check_pixel_values(
+    pixel_values: torch.Tensor | None, num_channels: int, dtype: torch.dtype, name: str = "pixel_values"
+) -> None:
+    """Raise a `ValueError` naming the argument unless it is a non-empty `(B, num_channels, H, W)` tensor of finite
+    values of the model's `dtype`.
+
+    Checked at the model's boundary because torch otherwise fails deep inside a convolution (uint8 pixels, float16
+    pixels in a float32 model) or not at all (NaN pixels, an empty batch). Under autocast any floating dtype passes
+    (autocast casts it); the finiteness check is skipped on the meta device and while compiling or tracing.
+    """
+    if not isinstance(pixel_values, torch.Tensor):
+        raise ValueError(
+            f"`{name}` is required: a (batch, {num_channels}, height, width) tensor, got {type(pixel_values).__name__}."
+        )
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels or pixel_values.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` must have shape (batch >= 1, {num_channels}, height, width), got {tuple(pixel_values.shape)}."
+        )
+    if pixel_values.dtype != dtype and not (
+        pixel_values.is_floating_point() and torch.is_autocast_enabled(pixel_values.device.type)
+    ):
+        raise ValueError(
+            f"`{name}` must be {dtype} (the model's dtype), normalised as the image processor does, got "
+            f"{pixel_values.dtype}; use the image processor, or `{name}.to(model.dtype)` for float pixels."
+        )
+    if pixel_values.device.type == "meta" or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return
+    if not torch.isfinite(pixel_values).all():
+        raise ValueError(f"`{name}` holds NaN or infinite values; expected finite, normalised pixels.")
+
+
+def _check_input_ids(input_ids: torch.Tensor | None, vocab_size: int, max_length: int, name: str = "input_ids") -> None:
+    """Raise a `ValueError` naming the argument unless `input_ids` is a non-empty `(B, T)` integer tensor of token ids
+    in `[0, vocab_size)` with `0 < T <= max_length` (torch would fail inside the embedding lookup instead)."""
+    if not isinstance(input_ids, torch.Tensor):
+        raise ValueError(f"`{name}` is required: tokenized text of shape (batch, sequence), got {type(input_ids)}.")
+    if input_ids.ndim != 2 or 0 in input_ids.shape:
+        raise ValueError(f"`{name}` must have shape (batch >= 1, sequence >= 1), got {tuple(input_ids.shape)}.")
+    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+        raise ValueError(f"`{name}` must hold integer token ids (torch.long), got {input_ids.dtype}.")
+    if input_ids.shape[1] > max_length:
+        raise ValueError(
+            f"`{name}` has {input_ids.shape[1]} tokens but the model takes at most {max_length}; tokenize with "
+            "truncation=True."
+        )
+    if input_ids.device.type == "meta" or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return
+    low, high = (int(value) for value in torch.aminmax(input_ids))
+    if low < 0 or high >= vocab_size:
+        raise ValueError(
+            f"`{name}` must hold token ids in [0, {vocab_size}) (the model's vocab_size), got ids in [{low}, {high}]; "
+            "was the text tokenized with this model's tokenizer?"
+        )
+
+
 class PyramidClipPreTrainedModel(PreTrainedModel):
     config_class = PyramidClipConfig
     base_model_prefix = "pyramidclip"
@@ -274,6 +337,7 @@ class PyramidClipPreTrainedModel(PreTrainedModel):
             init.normal_(module.visual_projection.weight, std=module.vision_embed_dim**-0.5 * factor)
             init.constant_(module.logit_scale, module.config.logit_scale_init_value)
         elif isinstance(module, PyramidClipForImageClassification):
+            init.normal_(module.visual_projection.weight, std=module.config.vision_config.hidden_size**-0.5 * factor)
             init.normal_(module.classifier.weight, std=module.config.projection_dim**-0.5 * factor)
             init.zeros_(module.classifier.bias)
 
@@ -306,18 +370,10 @@ class PyramidClipTextModel(PyramidClipPreTrainedModel):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
         """Encode `input_ids` `(B, T)`; returns `last_hidden_state` `(B, T, D)` and `pooler_output` `(B, D)`."""
-        if input_ids is None:
-            raise ValueError("`input_ids` is required: pass tokenized text of shape (batch, sequence).")
-        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
-            raise ValueError(f"`input_ids` must have shape (batch, sequence>0), got {tuple(input_ids.shape)}.")
-        if input_ids.shape[1] > self.config.max_position_embeddings:
-            raise ValueError(
-                f"`input_ids` has {input_ids.shape[1]} tokens but the model takes at most "
-                f"{self.config.max_position_embeddings}; tokenize with truncation=True."
-            )
+        _check_input_ids(input_ids, self.config.vocab_size, self.config.max_position_embeddings)
         hidden_states = self.embeddings(input_ids=input_ids, position_ids=position_ids)
         causal_mask = create_causal_mask(
             config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask, cache=None
@@ -370,16 +426,10 @@ class PyramidClipVisionModel(PyramidClipPreTrainedModel):
         self,
         pixel_values: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs: Any,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
         """Encode `pixel_values` `(B, C, H, W)`; `pooler_output` is the post-LN CLS token `(B, D)`."""
-        if pixel_values is None:
-            raise ValueError("`pixel_values` is required: pass images of shape (batch, channels, height, width).")
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
-            raise ValueError(
-                f"`pixel_values` must have shape (batch, {self.config.num_channels}, height, width), "
-                f"got {tuple(pixel_values.shape)}."
-            )
+        _check_pixel_values(pixel_values, self.config.num_channels, self.dtype)
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
         hidden_states = self.pre_layernorm(hidden_states)  # (B, 1 + N, D)
         last_hidden_state = self.encoder(hidden_states, **kwargs).last_hidden_state
@@ -418,6 +468,7 @@ class PyramidClipModel(PyramidClipPreTrainedModel):
     """PyramidCLIP dual encoder: features, image-text logits and, with `return_loss=True`, the PyramidCLIP loss."""
 
     config_class = PyramidClipConfig
+    main_input_name = "input_ids"  # the first forward argument, as CLIPModel's
 
     def __init__(self, config: PyramidClipConfig):
         super().__init__(config)
@@ -440,7 +491,7 @@ class PyramidClipModel(PyramidClipPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
         """Text tower output whose `pooler_output` is the projected (unnormalised) text embedding `(B, P)`."""
         text_outputs = self.text_model(
@@ -451,7 +502,7 @@ class PyramidClipModel(PyramidClipPreTrainedModel):
 
     @can_return_tuple
     def get_image_features(
-        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, **kwargs: Any
+        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, **kwargs: Unpack[TransformersKwargs]
     ) -> BaseModelOutputWithPooling:
         """Vision tower output whose `pooler_output` is the projected (unnormalised) image embedding `(B, P)`."""
         vision_outputs = self.vision_model(
@@ -480,7 +531,7 @@ class PyramidClipModel(PyramidClipPreTrainedModel):
         roi_mask: torch.Tensor | None = None,
         return_loss: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs: Any,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> PyramidClipOutput:
         r"""Image-text logits, embeddings and (with `return_loss=True`) the PyramidCLIP loss.
 
@@ -514,6 +565,11 @@ class PyramidClipModel(PyramidClipPreTrainedModel):
                 f"{[name for name in pyramid if name not in given]}. PyramidClipProcessor(..., return_pyramid=True) "
                 "builds all of them."
             )
+        if given:  # named here: the towers' own checks would call them `input_ids` / `pixel_values`
+            text_config, vision_config = self.config.text_config, self.config.vision_config
+            _check_pixel_values(pixel_values_local, vision_config.num_channels, self.dtype, "pixel_values_local")
+            for name in ("summary_input_ids", "attribute_input_ids"):
+                _check_input_ids(pyramid[name], text_config.vocab_size, text_config.max_position_embeddings, name)
 
         vision_outputs = self.get_image_features(
             pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
@@ -559,40 +615,52 @@ class PyramidClipModel(PyramidClipPreTrainedModel):
 
 
 class PyramidClipForImageClassification(PyramidClipPreTrainedModel):
-    """PyramidCLIP with a linear classifier on the normalised image embedding.
+    """PyramidCLIP's image side with a linear classifier on the normalised image embedding.
 
-    The classifier can be initialised from the class names' text embeddings (`init_classifier_from_text`), so the
-    untrained head already is the zero-shot classifier; fine-tuning then starts from zero-shot accuracy. The whole
-    [`PyramidClipModel`] is kept (so base checkpoints load as they are), but the parts image classification does not
-    use - text tower, text projection, temperature, ROI projection - are frozen.
+    As `CLIPForImageClassification`, it holds the vision tower only (and the visual projection its classifier reads):
+    a [`PyramidClipModel`] checkpoint loads into it as it is, its text tower, text projection and temperature left out
+    (one log line says so, instead of a load report listing every text weight). The ROI projection of the vision tower
+    is not used here and stays frozen. The classifier can be initialised from class-name prompts embedded by a dual
+    model's text tower (`init_classifier_from_text`), so the untrained head already is the zero-shot classifier.
     """
 
     def __init__(self, config: PyramidClipConfig):
         super().__init__(config)
-        self.pyramidclip = PyramidClipModel(config)
+        self.vision_model = PyramidClipVisionModel._from_config(config.vision_config)
+        self.visual_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
         self.classifier = nn.Linear(config.projection_dim, config.num_labels)
         self.post_init()
         self.train(self.training)
 
     def train(self, mode: bool = True) -> PyramidClipForImageClassification:
-        """Set the mode and (re)freeze the parts classification does not use (kept frozen across `from_pretrained`)."""
+        """Set the mode and (re)freeze the ROI projection, which classification does not use (kept across loading)."""
         super().train(mode)
-        unused = (
-            self.pyramidclip.text_model,
-            self.pyramidclip.text_projection,
-            self.pyramidclip.vision_model.roi_projection,
-        )
-        for module in unused:
-            module.requires_grad_(False)
-        self.pyramidclip.logit_scale.requires_grad_(False)
+        self.vision_model.roi_projection.requires_grad_(False)
         return self
 
     def get_input_embeddings(self) -> nn.Module:
-        return self.pyramidclip.vision_model.get_input_embeddings()
+        return self.vision_model.get_input_embeddings()
+
+    def _adjust_missing_and_unexpected_keys(self, loading_info: Any) -> None:
+        """Leave a dual checkpoint's text side out of the load report and say so once (transformers' loading hook)."""
+        text_keys = {key for key in loading_info.unexpected_keys if TEXT_SIDE_KEYS.match(key)}
+        loading_info.unexpected_keys -= text_keys
+        super()._adjust_missing_and_unexpected_keys(loading_info)
+        if text_keys:
+            logger.info(
+                "%s holds the vision tower only: the checkpoint's text side (%d tensors: text_model, text_projection, "
+                "logit_scale) was not loaded.",
+                type(self).__name__,
+                len(text_keys),
+            )
 
     @torch.no_grad()
     def init_classifier_from_text(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, num_templates: int = 1
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        num_templates: int = 1,
+        dual_model: PyramidClipModel | None = None,
     ) -> None:
         """Set the classifier to the zero-shot head: scaled, normalised mean of each class's prompt embeddings.
 
@@ -600,17 +668,37 @@ class PyramidClipForImageClassification(PyramidClipPreTrainedModel):
             input_ids: `(num_labels * num_templates, L)` prompts, class-major (all templates of class 0 first).
             attention_mask: matching mask.
             num_templates: prompts per class; their normalised embeddings are averaged then re-normalised.
+            dual_model: the [`PyramidClipModel`] whose text tower and temperature embed the prompts; by default the
+                one this head was loaded from (`self.name_or_path`, which must then be a dual-model checkpoint).
         """
         if input_ids.shape[0] != self.config.num_labels * num_templates:
             raise ValueError(
                 f"`input_ids` must hold num_labels * num_templates = {self.config.num_labels * num_templates} "
                 f"prompts, got {input_ids.shape[0]}."
             )
-        text_embeds = self.pyramidclip.get_text_features(input_ids, attention_mask).pooler_output
+        if dual_model is None:
+            dual_model = self._dual_model_of_checkpoint()
+        text_embeds = dual_model.get_text_features(input_ids, attention_mask).pooler_output
         text_embeds = nn.functional.normalize(text_embeds, dim=-1).view(self.config.num_labels, num_templates, -1)
         class_embeds = nn.functional.normalize(text_embeds.mean(dim=1), dim=-1)
-        self.classifier.weight.copy_(class_embeds * self.pyramidclip.logit_scale.exp().clamp(max=100))
+        scale = dual_model.logit_scale.exp().clamp(max=100)
+        self.classifier.weight.copy_((class_embeds * scale).to(self.classifier.weight))
         self.classifier.bias.zero_()
+
+    def _dual_model_of_checkpoint(self) -> PyramidClipModel:
+        """The [`PyramidClipModel`] of the checkpoint this head was loaded from (for its text tower)."""
+        try:
+            dual_model, info = PyramidClipModel.from_pretrained(self.name_or_path, output_loading_info=True)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"`dual_model` is needed: {self.name_or_path!r} cannot be loaded as a PyramidClipModel ({error})."
+            ) from error
+        if any(key.startswith("text_model.") for key in info["missing_keys"]):
+            raise ValueError(
+                f"`dual_model` is needed: the checkpoint {self.name_or_path!r} has no text tower (a classification "
+                "checkpoint); pass the PyramidClipModel whose text tower embeds the prompts."
+            )
+        return dual_model.to(self.device).eval()
 
     @can_return_tuple
     def forward(
@@ -618,13 +706,14 @@ class PyramidClipForImageClassification(PyramidClipPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs: Any,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> ImageClassifierOutput:
         """Class logits `(B, num_labels)`; `loss` from `labels` following `config.problem_type`."""
-        vision_outputs = self.pyramidclip.get_image_features(
-            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+        vision_outputs = self.vision_model(
+            pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
         )
-        logits = self.classifier(nn.functional.normalize(vision_outputs.pooler_output, dim=-1))
+        image_embeds = self.visual_projection(vision_outputs.pooler_output)  # (B, P)
+        logits = self.classifier(nn.functional.normalize(image_embeds, dim=-1))
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         return ImageClassifierOutput(
             loss=loss,

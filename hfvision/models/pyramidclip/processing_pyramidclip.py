@@ -28,6 +28,8 @@ class PyramidClipProcessor(ProcessorMixin):
 
     def _tokenize(self, texts: str | list[str], name: str, **kwargs: Any) -> dict[str, Any]:
         texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ValueError(f"`{name}` is an empty list; expected at least one string.")
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"`{name}` must be a string or a list of strings; item {i} is {type(text).__name__}.")

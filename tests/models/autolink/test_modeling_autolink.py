@@ -53,7 +53,7 @@ class AutoLinkModelTester:
             per_sample += [outputs.reconstruction.flatten(1), outputs.edge_map.flatten(1), outputs.mask.flatten(1)]
         return torch.cat(per_sample, dim=1)
 
-    def recorded(self, outputs) -> list[tuple]:
+    def recorded(self, outputs, model_class: type) -> list[tuple]:
         return []  # convolutional: no attentions; hidden states are checked by the model's own test
 
     def loss_kwargs(self, model_class: type) -> dict:
@@ -114,9 +114,6 @@ class TestAutoLinkModel(ModelCommonTests):
                 model.zero_grad()
             model.config.output_hidden_states = False
             assert model(**self.inputs(model_class)).hidden_states is None
-
-    def test_eager_and_sdpa_agree(self):
-        """Not applicable: no attention layers."""
 
     def test_every_trainable_parameter_gets_a_gradient(self):
         """As the common test; the base model has no loss, so its keypoints and edge weights stand in."""

@@ -46,7 +46,7 @@ class LpsResNetModelTester:
             return outputs.pooler_output
         return outputs.logits.flatten(1)
 
-    def recorded(self, outputs) -> list[tuple]:
+    def recorded(self, outputs, model_class: type) -> list[tuple]:
         return []  # convolutional: no attentions; hidden states are checked by the model's own test
 
     def loss_kwargs(self, model_class: type) -> dict:
@@ -81,9 +81,6 @@ class TestLpsResNetModel(ModelCommonTests):
                 model.zero_grad()
             model.config.output_hidden_states = False
             assert model(**self.inputs(model_class)).hidden_states is None
-
-    def test_eager_and_sdpa_agree(self):
-        """Not applicable: no attention layers."""
 
     def test_every_trainable_parameter_gets_a_gradient(self):
         """As the common test; the base model has no loss, so its pooled features' norm stands in."""

@@ -64,7 +64,7 @@ class McMaeModelTester:
             return torch.cat([outputs.logits.flatten(1), outputs.last_hidden_state.flatten(1)], dim=-1)
         return outputs.logits
 
-    def recorded(self, outputs) -> list[tuple]:
+    def recorded(self, outputs, model_class: type) -> list[tuple]:
         config = self.get_config()
         return [(outputs.hidden_states, outputs.attentions, config.num_hidden_layers, config.num_attention_heads)]
 
@@ -112,8 +112,11 @@ class TestMcMaeModel(ModelCommonTests):
         outputs = model(**self.model_tester.prepare_inputs(McMaeModel))
         assert outputs.mask is None and outputs.ids_restore is None
         assert outputs.last_hidden_state.shape == (3, 16, 32) and outputs.pooler_output.shape == (3, 32)
-        with pytest.raises(ValueError, match="apply_masking"):
-            model(**self.model_tester.prepare_inputs(McMaeModel), noise=self.model_tester.noise())
+        # `noise` only fixes a mask: without masking it is ignored (generic callers pass it to every model taking it)
+        with torch.no_grad():
+            with_noise = model(**self.model_tester.prepare_inputs(McMaeModel), noise=self.model_tester.noise())
+            assert torch.equal(with_noise.last_hidden_state, model(**self.model_tester.prepare_inputs(McMaeModel))[0])
+        assert with_noise.mask is None
         with pytest.raises(ValueError, match="pixel_values"):
             model(pixel_values=torch.randn(1, 3, 24, 24))
         with pytest.raises(ValueError, match="noise"):
@@ -297,6 +300,11 @@ class TestMcMaeModel(ModelCommonTests):
         self.build(McMaeModel).save_pretrained(tmp_path)
         head = McMaeForImageClassification.from_pretrained(tmp_path, num_labels=4)
         assert head.classifier.weight.std() < 1e-4
+
+    def test_drop_path_schedule_is_torch_linspace(self):
+        config = self.model_tester.get_config(drop_path_rate=0.3)
+        expected = torch.linspace(0, 0.3, sum(config.depths)).tolist()
+        assert modeling_mcmae.drop_path_rates(config) == pytest.approx(expected, abs=1e-7)
 
     def test_stochastic_depth_in_training_only(self):
         config = self.model_tester.get_config(drop_path_rate=0.5)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
 from huggingface_hub.errors import StrictDataclassClassValidationError
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel
 
+from hfvision.demo import HIDE_HFVISION
 from hfvision.models.pyramidclip import (
     PyramidClipConfig,
     PyramidClipForImageClassification,
     PyramidClipModel,
+    PyramidClipTextModel,
+    PyramidClipVisionModel,
     softened_contrastive_loss,
 )
 from hfvision.models.pyramidclip.modeling_pyramidclip import LOSS_TERMS
@@ -34,12 +44,14 @@ class PyramidClipModelTester:
         config = self.get_config()
         size = config.vision_config.image_size
         pixel_values = torch.randn(self.batch_size, 3, size, size, generator=generator)
-        if model_class is PyramidClipForImageClassification:
+        if model_class in (PyramidClipForImageClassification, PyramidClipVisionModel):
             return {"pixel_values": pixel_values}
         input_ids = torch.randint(2, 99, (self.batch_size, self.seq_length), generator=generator)
         attention_mask = torch.ones_like(input_ids)
         attention_mask[1, 4:] = 0  # right padding, as the tokenizer does
         attention_mask[2, 2:] = 0
+        if model_class is PyramidClipTextModel:
+            return {"input_ids": input_ids, "attention_mask": attention_mask}
         return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}
 
     def pyramid_inputs(self) -> dict:
@@ -69,12 +81,16 @@ class PyramidClipModelTester:
     def compared(self, outputs, model_class: type) -> torch.Tensor:
         if model_class is PyramidClipForImageClassification:
             return outputs.logits
+        if model_class in (PyramidClipTextModel, PyramidClipVisionModel):
+            return outputs.pooler_output
         return torch.cat([outputs.image_embeds, outputs.text_embeds], dim=-1)
 
-    def recorded(self, outputs) -> list[tuple]:
+    def recorded(self, outputs, model_class: type) -> list[tuple]:
         config = self.get_config()
         vision, text = config.vision_config, config.text_config
-        if hasattr(outputs, "vision_model_output"):
+        if model_class is PyramidClipTextModel:
+            return [(outputs.hidden_states, outputs.attentions, text.num_hidden_layers, text.num_attention_heads)]
+        if model_class is PyramidClipModel:
             return [
                 (outputs.vision_model_output.hidden_states, outputs.vision_model_output.attentions,
                  vision.num_hidden_layers, vision.num_attention_heads),
@@ -86,12 +102,32 @@ class PyramidClipModelTester:
     def loss_kwargs(self, model_class: type) -> dict:
         if model_class is PyramidClipForImageClassification:
             return {"labels": torch.tensor([0, 3, 1])}
-        return {"return_loss": True, **self.pyramid_inputs()}
+        if model_class is PyramidClipModel:
+            return {"return_loss": True, **self.pyramid_inputs()}
+        return {}  # the towers have no loss
 
 
 class TestPyramidClipModel(ModelCommonTests):
     model_tester = PyramidClipModelTester()
-    all_model_classes = (PyramidClipModel, PyramidClipForImageClassification)
+    all_model_classes = (
+        PyramidClipModel,
+        PyramidClipForImageClassification,
+        PyramidClipTextModel,
+        PyramidClipVisionModel,
+    )
+
+    def test_every_trainable_parameter_gets_a_gradient(self):
+        # the vision tower's ROI projection serves the dual model's ROI branch only, not the tower's forward
+        self.all_model_classes = (PyramidClipModel, PyramidClipForImageClassification, PyramidClipTextModel)
+        super().test_every_trainable_parameter_gets_a_gradient()
+
+    def test_towers_are_auto_models(self):
+        """As CLIP's: `AutoModel.from_config(config.vision_config)` builds the tower, and `main_input_name` of the
+        dual model is its first argument."""
+        config = self.model_tester.get_config()
+        assert type(AutoModel.from_config(config.vision_config)) is PyramidClipVisionModel
+        assert type(AutoModel.from_config(config.text_config)) is PyramidClipTextModel
+        assert PyramidClipModel.main_input_name == "input_ids"
 
     def test_output_shapes_and_fields(self):
         model = self.build(PyramidClipModel)
@@ -204,40 +240,65 @@ class TestPyramidClipModel(ModelCommonTests):
             assert torch.equal(model(**inputs).image_embeds, model(**inputs).image_embeds)
 
     def test_frozen_parameters_stay_frozen_after_loading(self, tmp_path):
-        self.build(PyramidClipForImageClassification).save_pretrained(tmp_path)
-        for model_class in self.all_model_classes:
+        self.build(PyramidClipModel).save_pretrained(tmp_path)
+        for model_class in (PyramidClipModel, PyramidClipForImageClassification):
             model = model_class.from_pretrained(tmp_path).train()
-            base = getattr(model, "pyramidclip", model)
-            assert not base.vision_model.embeddings.patch_embedding.weight.requires_grad
-            assert base.vision_model.encoder.layers[0].self_attn.q_proj.weight.requires_grad
-            frozen_text = not any(p.requires_grad for p in base.text_model.parameters())
-            assert frozen_text == (model_class is PyramidClipForImageClassification)
+            assert not model.vision_model.embeddings.patch_embedding.weight.requires_grad
+            assert model.vision_model.encoder.layers[0].self_attn.q_proj.weight.requires_grad
+            roi_trained = model.vision_model.roi_projection.weight.requires_grad
+            assert roi_trained == (model_class is PyramidClipModel)
 
-    def test_base_checkpoint_loads_into_the_head_and_back(self, tmp_path):
-        base = self.build(PyramidClipModel)
-        base.save_pretrained(tmp_path / "base")
-        head = PyramidClipForImageClassification.from_pretrained(tmp_path / "base", num_labels=4)
-        assert head.base_model_prefix == "pyramidclip" and head.base_model is head.pyramidclip
-        for name, tensor in base.state_dict().items():
-            assert torch.equal(head.pyramidclip.state_dict()[name], tensor), name
-        head.save_pretrained(tmp_path / "head")
-        back = PyramidClipModel.from_pretrained(tmp_path / "head")
-        for name, tensor in base.state_dict().items():
-            assert torch.equal(back.state_dict()[name], tensor), name
+    def test_classifier_holds_the_vision_side_only(self, tmp_path, caplog):
+        """As `CLIPForImageClassification`: no text tower in the head; a dual checkpoint still loads into it, its
+        text side dropped and reported in one line instead of a load report of every text weight."""
+        dual = self.build(PyramidClipModel)
+        head = self.build(PyramidClipForImageClassification)
+        names = {name for name, _ in head.named_parameters()}
+        assert not any(name.startswith(("text_model.", "text_projection.", "logit_scale")) for name in names)
+        vision = sum(p.numel() for p in dual.vision_model.parameters()) + dual.visual_projection.weight.numel()
+        assert head.num_parameters() == vision + head.classifier.weight.numel() + head.classifier.bias.numel()
 
-    def test_zero_shot_initialised_head_reproduces_zero_shot_logits(self):
-        model = self.build(PyramidClipForImageClassification)
+        dual.save_pretrained(tmp_path / "dual")
+        with caplog.at_level(logging.INFO):
+            head, info = PyramidClipForImageClassification.from_pretrained(
+                tmp_path / "dual", num_labels=4, output_loading_info=True
+            )
+        assert info["unexpected_keys"] == set() and info["missing_keys"] == {"classifier.weight", "classifier.bias"}
+        reports = [record.getMessage() for record in caplog.records if "text side" in record.getMessage()]
+        assert len(reports) == 1 and "was not loaded" in reports[0]
+        assert not any("UNEXPECTED" in record.getMessage() for record in caplog.records)
+        for name, tensor in head.state_dict().items():
+            if not name.startswith("classifier."):
+                assert torch.equal(dual.state_dict()[name], tensor), name
+        pixel_values = self.model_tester.prepare_inputs(PyramidClipVisionModel)["pixel_values"]
+        with torch.no_grad():
+            head_embeds = head.visual_projection(head.vision_model(pixel_values).pooler_output)
+            torch.testing.assert_close(head_embeds, dual.get_image_features(pixel_values).pooler_output)
+
+    def test_zero_shot_initialised_head_reproduces_zero_shot_logits(self, tmp_path):
+        dual = self.build(PyramidClipModel)
+        dual.save_pretrained(tmp_path / "dual")
+        model = PyramidClipForImageClassification.from_pretrained(tmp_path / "dual", num_labels=4).eval()
         prompts = torch.randint(2, 99, (4 * 2, 6), generator=torch.Generator().manual_seed(3))
-        model.init_classifier_from_text(prompts, num_templates=2)
+        model.init_classifier_from_text(prompts, num_templates=2)  # the text tower of the checkpoint it came from
         pixel_values = self.model_tester.prepare_inputs(PyramidClipForImageClassification)["pixel_values"]
         with torch.no_grad():
             logits = model(pixel_values=pixel_values).logits
-            image = F.normalize(model.pyramidclip.get_image_features(pixel_values).pooler_output, dim=-1)
-            text = F.normalize(model.pyramidclip.get_text_features(prompts).pooler_output, dim=-1).view(4, 2, -1)
+            image = F.normalize(dual.get_image_features(pixel_values).pooler_output, dim=-1)
+            text = F.normalize(dual.get_text_features(prompts).pooler_output, dim=-1).view(4, 2, -1)
             classes = F.normalize(text.mean(1), dim=-1)
-        torch.testing.assert_close(logits, model.pyramidclip.logit_scale.exp() * image @ classes.t())
+        expected = dual.logit_scale.exp() * image @ classes.t()
+        torch.testing.assert_close(logits, expected)
+        model.classifier.reset_parameters()
+        model.init_classifier_from_text(prompts, num_templates=2, dual_model=dual)  # or a given dual model
+        with torch.no_grad():
+            torch.testing.assert_close(model(pixel_values=pixel_values).logits, expected)
         with pytest.raises(ValueError, match="num_labels \\* num_templates"):
             model.init_classifier_from_text(prompts[:3])
+        model.save_pretrained(tmp_path / "head")
+        from_head = PyramidClipForImageClassification.from_pretrained(tmp_path / "head")
+        with pytest.raises(ValueError, match="dual_model"):  # a classification checkpoint has no text tower
+            from_head.init_classifier_from_text(prompts, num_templates=2)
 
     def test_problem_types(self):
         for problem_type, labels in (
@@ -262,3 +323,54 @@ class TestPyramidClipModel(ModelCommonTests):
             PyramidClipConfig(softening_alpha=1.5)
         with pytest.raises(StrictDataclassClassValidationError, match="num_roi_layers"):
             PyramidClipConfig(vision_config={"num_leff_layers": 10, "num_roi_layers": 3})
+
+
+# Runs in a fresh interpreter: hfvision is made unimportable before transformers is imported.
+TOWER_REMOTE_SCRIPT = HIDE_HFVISION + textwrap.dedent(
+    """
+    import sys
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModel
+
+    inputs, out = load_file(sys.argv[3]), sys.argv[4]
+    vision = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+    text = AutoModel.from_pretrained(sys.argv[2], trust_remote_code=True)
+    assert type(vision).__module__.startswith("transformers_modules"), type(vision).__module__
+    outputs = {
+        "vision": vision(pixel_values=inputs["pixel_values"]).pooler_output,
+        "text": text(input_ids=inputs["input_ids"]).pooler_output,
+    }
+    save_file({name: value.detach().contiguous() for name, value in outputs.items()}, out)
+    print("hfvision loaded:", any(name.startswith("hfvision") for name in sys.modules), type(vision).__name__)
+    """
+)
+
+
+def test_towers_load_as_remote_code_in_a_process_without_hfvision(tmp_path):
+    tester = PyramidClipModelTester()
+    config = tester.get_config()
+    towers = {"vision": PyramidClipVisionModel(config.vision_config), "text": PyramidClipTextModel(config.text_config)}
+    for name, tower in towers.items():
+        tower.eval().save_pretrained(tmp_path / name)
+        assert {"configuration_pyramidclip.py", "modeling_pyramidclip.py"} <= set(os.listdir(tmp_path / name))
+    inputs = {
+        "pixel_values": tester.prepare_inputs(PyramidClipVisionModel)["pixel_values"],
+        "input_ids": tester.prepare_inputs(PyramidClipTextModel)["input_ids"],
+    }
+    save_file(inputs, tmp_path / "inputs.safetensors")
+    (tmp_path / "remote.py").write_text(TOWER_REMOTE_SCRIPT)
+    arguments = [tmp_path / "vision", tmp_path / "text", tmp_path / "inputs.safetensors", tmp_path / "out.safetensors"]
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "remote.py"), *map(str, arguments)],
+        cwd=tmp_path,
+        env={**os.environ, "HF_HOME": str(tmp_path / "home"), "PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "hfvision loaded: False PyramidClipVisionModel" in result.stdout
+    remote = load_file(tmp_path / "out.safetensors")
+    with torch.no_grad():
+        assert torch.equal(remote["vision"], towers["vision"](pixel_values=inputs["pixel_values"]).pooler_output)
+        assert torch.equal(remote["text"], towers["text"](input_ids=inputs["input_ids"]).pooler_output)

@@ -1,0 +1,68 @@
+"""Score-based generative models detect manifolds (Pidstrigach, arXiv 2206.01018): score models, SDE samplers and
+manifold diagnostics."""
+
+from .configuration_score_sde import EmpiricalScoreConfig, ScoreSdeConfig
+from .diagnostics import (
+    MemorizationStats,
+    ScoreErrorEnergy,
+    angle_histogram,
+    distance_to_manifold_stats,
+    estimate_intrinsic_dimension,
+    flipd,
+    memorization_stats,
+    pairwise_distances,
+    score_error_energy,
+    score_singular_values,
+)
+from .manifolds import Circle, EmbeddedManifold, FlatTorus, Sphere, Torus3D, random_isometry
+from .modeling_score_sde import (
+    EmpiricalScoreModel,
+    ScoreSdeModel,
+    ScoreSdeOutput,
+    ScoreSdePreTrainedModel,
+    ScoreSdeSchedule,
+)
+from .scheduling_score_sde import (
+    LangevinCorrector,
+    ScoreSdeEulerMaruyamaScheduler,
+    ScoreSdeHeunOdeScheduler,
+    ScoreSdeSamplerOutput,
+    ScoreSdeScheduler,
+    ScoreSdeSchedulerOutput,
+    ScoreSdeVeAncestralScheduler,
+    sample_score_sde,
+)
+
+__all__ = [
+    "Circle",
+    "EmbeddedManifold",
+    "EmpiricalScoreConfig",
+    "EmpiricalScoreModel",
+    "FlatTorus",
+    "LangevinCorrector",
+    "MemorizationStats",
+    "ScoreErrorEnergy",
+    "ScoreSdeConfig",
+    "ScoreSdeEulerMaruyamaScheduler",
+    "ScoreSdeHeunOdeScheduler",
+    "ScoreSdeModel",
+    "ScoreSdeOutput",
+    "ScoreSdePreTrainedModel",
+    "ScoreSdeSamplerOutput",
+    "ScoreSdeSchedule",
+    "ScoreSdeScheduler",
+    "ScoreSdeSchedulerOutput",
+    "ScoreSdeVeAncestralScheduler",
+    "Sphere",
+    "Torus3D",
+    "angle_histogram",
+    "distance_to_manifold_stats",
+    "estimate_intrinsic_dimension",
+    "flipd",
+    "memorization_stats",
+    "pairwise_distances",
+    "random_isometry",
+    "sample_score_sde",
+    "score_error_energy",
+    "score_singular_values",
+]
