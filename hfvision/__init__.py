@@ -7,11 +7,14 @@ own code and `auto_map`, and a process without hfvision loads it with `trust_rem
 
 from transformers import (
     AutoConfig,
+    AutoFeatureExtractor,
     AutoImageProcessor,
     AutoModel,
+    AutoModelForAudioClassification,
     AutoModelForImageClassification,
     AutoModelForPreTraining,
     AutoModelForSemanticSegmentation,
+    AutoModelForVideoClassification,
     AutoModelForZeroShotImageClassification,
     AutoProcessor,
 )
@@ -49,7 +52,39 @@ from .models.pyramidclip import (
     PyramidClipVisionConfig,
     PyramidClipVisionModel,
 )
-from .models.score_sde import EmpiricalScoreConfig, EmpiricalScoreModel, ScoreSdeConfig, ScoreSdeModel
+from .models.scaffold import (
+    AttentionExplainer,
+    AttentionExplainerConfig,
+    ImageExplanationPipeline,
+    ScaffoldVitConfig,
+    ScaffoldVitForImageClassification,
+    ScaffoldVitImageProcessor,
+    ScaffoldVitModel,
+)
+from .models.score_sde import (
+    EmpiricalScoreConfig,
+    EmpiricalScoreModel,
+    ScoreSdeConfig,
+    ScoreSdeFeatureExtractor,
+    ScoreSdeModel,
+    ScoreSdeSampleGenerationPipeline,
+)
+from .models.trap_replace import (
+    TrapReplaceConfig,
+    TrapReplaceForImageClassification,
+    TrapReplaceImageProcessor,
+    TrapReplaceModel,
+)
+from .models.vatt import (
+    VattConfig,
+    VattFeatureExtractor,
+    VattForAudioClassification,
+    VattForPreTraining,
+    VattForVideoClassification,
+    VattModel,
+    VattProcessor,
+    VattVideoProcessor,
+)
 
 __version__ = "0.1.0"
 
@@ -59,6 +94,7 @@ def _register_method(
     models: list[tuple[type, type]],
     image_processor: type | None = None,
     processor: type | None = None,
+    feature_extractor: type | None = None,
 ) -> None:
     """Register one method's classes with the Auto classes and for remote-code export.
 
@@ -68,6 +104,7 @@ def _register_method(
             `auto_map` entry in saved checkpoints) under the first.
         image_processor: registered as the PIL backend of `AutoImageProcessor` (none for a text-only tower).
         processor: a multimodal processor for `AutoProcessor`, if the method has one.
+        feature_extractor: an audio feature extractor for `AutoFeatureExtractor`, if the method has one.
     """
     AutoConfig.register(config.model_type, config, exist_ok=True)
     config.register_for_auto_class()
@@ -83,6 +120,9 @@ def _register_method(
     if processor is not None:
         AutoProcessor.register(config, processor, exist_ok=True)
         processor.register_for_auto_class("AutoProcessor")
+    if feature_extractor is not None:
+        AutoFeatureExtractor.register(config, feature_extractor, exist_ok=True)
+        feature_extractor.register_for_auto_class("AutoFeatureExtractor")
 
 
 def _register() -> None:
@@ -124,23 +164,67 @@ def _register() -> None:
         AutoLinkImageProcessor,
     )
     # Score-SDE: a score network and the exact score of a finite set (its own model_type, so AutoModel opens either)
-    _register_method(ScoreSdeConfig, [(AutoModel, ScoreSdeModel)])
-    _register_method(EmpiricalScoreConfig, [(AutoModel, EmpiricalScoreModel)])
+    # (points, not images: a point-cloud normaliser is the feature extractor of both)
+    _register_method(ScoreSdeConfig, [(AutoModel, ScoreSdeModel)], feature_extractor=ScoreSdeFeatureExtractor)
+    _register_method(
+        EmpiricalScoreConfig, [(AutoModel, EmpiricalScoreModel)], feature_extractor=ScoreSdeFeatureExtractor
+    )
+    _register_method(
+        TrapReplaceConfig,
+        [(AutoModel, TrapReplaceModel), (AutoModelForImageClassification, TrapReplaceForImageClassification)],
+        TrapReplaceImageProcessor,
+    )
+    _register_method(
+        VattConfig,
+        [
+            (AutoModel, VattModel),
+            (AutoModelForPreTraining, VattForPreTraining),
+            (AutoModelForVideoClassification, VattForVideoClassification),
+            (AutoModelForAudioClassification, VattForAudioClassification),
+        ],
+        VattVideoProcessor,
+        VattProcessor,
+        VattFeatureExtractor,
+    )
+    # Scaffold (SMaT): the ViT exposing attention scores, and the explainer that ships as a repo of its own
+    _register_method(
+        ScaffoldVitConfig,
+        [(AutoModel, ScaffoldVitModel), (AutoModelForImageClassification, ScaffoldVitForImageClassification)],
+        ScaffoldVitImageProcessor,
+    )
+    _register_method(AttentionExplainerConfig, [(AutoModel, AttentionExplainer)])
     # transformers 5 has no keypoint-detection task; `pipeline(...).save_pretrained` ships this one as remote code
     PIPELINE_REGISTRY.register_pipeline(
         "keypoint-detection", pipeline_class=KeypointDetectionPipeline, pt_model=AutoModel, type="image"
+    )
+    # nor one for explanations: label, score and the attention explainer's patch saliency map (SMaT)
+    PIPELINE_REGISTRY.register_pipeline(
+        "image-explanation",
+        pipeline_class=ImageExplanationPipeline,
+        pt_model=AutoModelForImageClassification,
+        type="image",
+    )
+    # nor one for unconditional generation: Score-SDE samples (points, or images with a grid picture)
+    PIPELINE_REGISTRY.register_pipeline(
+        "unconditional-sample-generation",
+        pipeline_class=ScoreSdeSampleGenerationPipeline,
+        pt_model=AutoModel,
+        type="multimodal",
     )
 
 
 _register()
 
 __all__ = [
+    "AttentionExplainer",
+    "AttentionExplainerConfig",
     "AutoLinkConfig",
     "AutoLinkForSelfSupervisedKeypoints",
     "AutoLinkImageProcessor",
     "AutoLinkModel",
     "EmpiricalScoreConfig",
     "EmpiricalScoreModel",
+    "ImageExplanationPipeline",
     "KeypointDetectionPipeline",
     "LpsForSemanticSegmentation",
     "LpsImageProcessor",
@@ -161,6 +245,24 @@ __all__ = [
     "PyramidClipTextModel",
     "PyramidClipVisionConfig",
     "PyramidClipVisionModel",
+    "ScaffoldVitConfig",
+    "ScaffoldVitForImageClassification",
+    "ScaffoldVitImageProcessor",
+    "ScaffoldVitModel",
     "ScoreSdeConfig",
+    "ScoreSdeFeatureExtractor",
     "ScoreSdeModel",
+    "ScoreSdeSampleGenerationPipeline",
+    "TrapReplaceConfig",
+    "TrapReplaceForImageClassification",
+    "TrapReplaceImageProcessor",
+    "TrapReplaceModel",
+    "VattConfig",
+    "VattFeatureExtractor",
+    "VattForAudioClassification",
+    "VattForPreTraining",
+    "VattForVideoClassification",
+    "VattModel",
+    "VattProcessor",
+    "VattVideoProcessor",
 ]

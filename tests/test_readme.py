@@ -19,6 +19,6 @@ def test_readme_quickstarts_run(tmp_path, monkeypatch):
         exec(compile(block, str(README), "exec"), namespace)  # each quickstart stands alone
         outputs = namespace.get("outputs")
         if getattr(outputs, "loss", None) is not None:
-            losses.append(float(outputs.loss))
+            losses.append(outputs.loss.item())
     assert losses, "no quickstart computed a training loss"
     assert all(math.isfinite(loss) and loss > 0 for loss in losses), losses

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 _IMAGE_FORMATS = {"jpg": "JPEG", "png": "PNG"}
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")  # no dots or slashes: webdataset splits the key at the first dot
+_EXTENSION_PATTERN = re.compile(r"^[a-z0-9]+$")  # a bytes field becomes the member `<key>.<name>`
 
 
 def _json_default(value: Any) -> Any:
@@ -83,8 +84,9 @@ def write_shards(
 
     Args:
         samples: Dicts with `image` (`PIL.Image.Image`) and, for image-text data, `caption` (str, written as
-            `<key>.txt`); every other field except `__key__` goes into `<key>.json` and must be JSON serialisable
-            (numpy scalars and arrays are converted). An optional
+            `<key>.txt`); a `bytes` field named like a file extension (e.g. `wav`) is written as its own member
+            `<key>.<name>` (audio, arrays, any encoded payload); every other field except `__key__` goes into
+            `<key>.json` and must be JSON serialisable (numpy scalars and arrays are converted). An optional
             `__key__` (letters, digits, `_`, `-`) names the sample; otherwise the key is the 9-digit sample index.
         out_dir: Folder for the tars, created if missing.
         num_shards: Number of tars; must be a positive multiple of `world_size`.
@@ -155,6 +157,11 @@ def write_shards(
                     raise ValueError(f"sample {index} has an invalid or duplicate key {key!r}")
                 seen_keys.add(key)
                 fields = {name: value for name, value in sample.items() if name not in ("image", "caption", "__key__")}
+                payloads = {name: fields.pop(name) for name in list(fields) if isinstance(fields[name], bytes)}
+                for name, payload in payloads.items():
+                    if not _EXTENSION_PATTERN.match(name) or name in ("txt", "json", image_format):
+                        raise ValueError(f"sample {index}: bytes field {name!r} is not a free file extension")
+                    _add_member(archive, f"{key}.{name}", payload)
                 _add_member(
                     archive, f"{key}.{image_format}", _encode_image(sample["image"], image_format, jpeg_quality)
                 )

@@ -43,6 +43,14 @@ METHOD_CARD_METADATA: dict[str, dict[str, Any]] = {
         "pipeline_tag": "keypoint-detection",
         "tags": ["vision", "autolink", "keypoint-detection", "self-supervised", "skeleton", "hfvision"],
     },
+    "trap_replace": {
+        "pipeline_tag": "image-classification",
+        "tags": ["vision", "trap-and-replace", "backdoor-defense", "wide-resnet", "hfvision"],
+    },
+    # one template serves the teacher ViT and the explainer repo (not a classifier), so no pipeline tag is claimed
+    "scaffold": {"tags": ["vision", "scaffold", "smat", "explainability", "vit", "hfvision"]},
+    # the sample-generation pipeline is custom (remote code); the Hub has no matching task tag, so none is claimed
+    "score_sde": {"tags": ["score-based-generative-model", "sde", "manifold-hypothesis", "hfvision"]},
 }
 
 _REQUIRED_EVAL_KEYS = ("task_type", "dataset_type", "dataset_name", "metric_type", "metric_value")

@@ -1,5 +1,5 @@
-"""Score-based generative models detect manifolds (Pidstrigach, arXiv 2206.01018): score models, SDE samplers and
-manifold diagnostics."""
+"""Score-based generative models detect manifolds (Pidstrigach, arXiv 2206.01018): score models, SDE samplers,
+manifold diagnostics, the `unconditional-sample-generation` pipeline, a point-cloud feature extractor and pictures."""
 
 from .configuration_score_sde import EmpiricalScoreConfig, ScoreSdeConfig
 from .diagnostics import (
@@ -14,6 +14,7 @@ from .diagnostics import (
     score_error_energy,
     score_singular_values,
 )
+from .feature_extraction_score_sde import ScoreSdeFeatureExtractor
 from .manifolds import Circle, EmbeddedManifold, FlatTorus, Sphere, Torus3D, random_isometry
 from .modeling_score_sde import (
     EmpiricalScoreModel,
@@ -22,6 +23,7 @@ from .modeling_score_sde import (
     ScoreSdePreTrainedModel,
     ScoreSdeSchedule,
 )
+from .pipeline_score_sde import ScoreSdeSampleGenerationPipeline
 from .scheduling_score_sde import (
     LangevinCorrector,
     ScoreSdeEulerMaruyamaScheduler,
@@ -32,6 +34,7 @@ from .scheduling_score_sde import (
     ScoreSdeVeAncestralScheduler,
     sample_score_sde,
 )
+from .visualization_score_sde import make_image_grid, plot_samples_on_manifold
 
 __all__ = [
     "Circle",
@@ -44,10 +47,12 @@ __all__ = [
     "ScoreErrorEnergy",
     "ScoreSdeConfig",
     "ScoreSdeEulerMaruyamaScheduler",
+    "ScoreSdeFeatureExtractor",
     "ScoreSdeHeunOdeScheduler",
     "ScoreSdeModel",
     "ScoreSdeOutput",
     "ScoreSdePreTrainedModel",
+    "ScoreSdeSampleGenerationPipeline",
     "ScoreSdeSamplerOutput",
     "ScoreSdeSchedule",
     "ScoreSdeScheduler",
@@ -59,8 +64,10 @@ __all__ = [
     "distance_to_manifold_stats",
     "estimate_intrinsic_dimension",
     "flipd",
+    "make_image_grid",
     "memorization_stats",
     "pairwise_distances",
+    "plot_samples_on_manifold",
     "random_isometry",
     "sample_score_sde",
     "score_error_energy",
