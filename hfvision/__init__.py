@@ -84,6 +84,7 @@ from .models.vatt import (
     VattModel,
     VattProcessor,
     VattVideoProcessor,
+    VideoTextRetrievalPipeline,
 )
 
 __version__ = "0.1.0"
@@ -211,6 +212,10 @@ def _register() -> None:
         pt_model=AutoModel,
         type="multimodal",
     )
+    # nor one for zero-shot video->text retrieval: a clip and candidate captions -> captions ranked (VATT)
+    PIPELINE_REGISTRY.register_pipeline(
+        "video-text-retrieval", pipeline_class=VideoTextRetrievalPipeline, pt_model=AutoModel, type="multimodal"
+    )
 
 
 _register()
@@ -265,4 +270,5 @@ __all__ = [
     "VattModel",
     "VattProcessor",
     "VattVideoProcessor",
+    "VideoTextRetrievalPipeline",
 ]

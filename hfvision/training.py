@@ -633,10 +633,13 @@ def prepare_stream(
     resume_checkpoint: Path | None,
     *,
     captions: bool = False,
+    load_stream: Callable[..., Any] | None = None,
 ) -> tuple[nn.Module, torch.optim.Optimizer, TrainStream, int]:
     """The training stream of `source`, prepared with the model and optimizer, resumed from `resume_checkpoint`.
 
-    Reads `source` with `load_image_text_stream` (`captions=True`) or `load_image_stream`, batches it with `collator`
+    Reads `source` with `load_image_text_stream` (`captions=True`) or `load_image_stream`, or with `load_stream` when
+    given (any reader called as `load_stream(source, split=, shuffle_buffer=, seed=, skip_counter=)` that returns a
+    sharded `datasets.IterableDataset` and counts skips in the `SkipCounter`), batches it with `collator`
     (full batches only: equal batch sizes on every rank), passes model, optimizer and loader through
     `accelerator.prepare` (each rank gets `num_shards / world_size` whole shards) and restores a checkpoint.
 
@@ -644,7 +647,7 @@ def prepare_stream(
         The prepared model and optimizer, this rank's `TrainStream`, and the global step to start from.
     """
     skip_counter = SkipCounter()
-    load = load_image_text_stream if captions else load_image_stream
+    load = load_stream or (load_image_text_stream if captions else load_image_stream)
     stream = load(
         source,
         split=data_args.train_split,

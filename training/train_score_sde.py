@@ -12,12 +12,17 @@ defaults, flags override them)::
         --output_dir runs/score_sde_16
     # points from files (parquet shards with a `point` column; `manifold.json` beside them for the evaluation)
     python training/train_score_sde.py --train_data path/to/manifold_points --output_dir runs/score_sde_files
+    # images (any `hfvision.data.load_image_stream` source, e.g. `build_fashion_mnist` shards) with the U-Net preset
+    accelerate launch training/train_score_sde.py --config training/configs/train_score_sde_fashion_mnist.yaml
 
 What it does:
 1. data: with `--manifold_num_train 0` (default) fresh points of the manifold every step, as a stream of seeded
    blocks (`hfvision.data.fresh_point_stream`: the infinite-data regime); with N > 0 a finite set written once by
    `hfvision.data.build_manifold_points` (parquet shards + `manifold.json`), or `--train_data` files; both read by
-   `hfvision.data.load_point_stream` (invalid rows skipped and counted);
+   `hfvision.data.load_point_stream` (invalid rows skipped and counted); with `--data_type images`, an image stream
+   (`hfvision.training.prepare_stream` -> `hfvision.data.load_image_stream`: WebDataset tars, parquet shards, an
+   image folder; corrupt images skipped and counted), each image made 8-bit (16-bit and float images by their real
+   range, `to_8bit_images`), converted to the model's channels, resized to its `image_size` and scaled to [0, 1];
 2. model from a preset (`--model_preset`, with overrides) or a checkpoint; AdamW, warmup + cosine, clipping;
 3. each batch: noise levels (the config's `sigma_sampling`) and Gaussian noise drawn from a generator seeded by the
    batch's sample keys (`hfvision.training.batch_seed`), so resume is exact; the loss is DSM,
@@ -26,33 +31,46 @@ What it does:
 5. every `eval_steps` and at the end: `eval_num_samples` samples by the reverse SDE, their distance to the manifold
    and angle histogram (`manifold_distance` metric), and for a finite training set the memorisation against the
    chance level of held-out points (`memorization` metric) and the score-error energy against the training set's
-   empirical score; the DSM loss on held-out points with fixed noise;
+   empirical score; the DSM loss on held-out points with fixed noise; for images: the DSM loss on held-out images
+   (`--eval_data` / `--eval_split`, when present) and the pixel statistics of the samples against the data's;
 6. at the end: `final/` holds the model saved with its sample-generation pipeline (`custom_pipelines`, remote code),
-   `eval_results.json`, `samples.png` (scatter + distance histogram) and the model card (`model_cards/score_sde.md`).
+   `eval_results.json`, `samples.png` (scatter + distance histogram; for images a grid of samples) and the model
+   card (`model_cards/score_sde.md`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import pipeline
 
 import hfvision  # noqa: F401  (registers Score-SDE with the Auto classes and the pipeline task)
 from hfvision import training
-from hfvision.data import build_manifold_points, fresh_point_stream, load_manifold, load_point_stream, load_points
+from hfvision.data import (
+    build_manifold_points,
+    fresh_point_stream,
+    load_image_stream,
+    load_manifold,
+    load_point_stream,
+    load_points,
+)
 from hfvision.data.manifold_points import MANIFOLD_KINDS, make_manifold, manifold_spec
 from hfvision.data.streaming import SkipCounter
 from hfvision.hub.card import render_model_card
 from hfvision.metrics import load_metric
+from hfvision.models.lps.image_processing_lps import to_8bit_images
 from hfvision.models.score_sde import (
     EmpiricalScoreModel,
     ScoreSdeConfig,
@@ -60,6 +78,7 @@ from hfvision.models.score_sde import (
     ScoreSdeFeatureExtractor,
     ScoreSdeModel,
     ScoreSdeVeAncestralScheduler,
+    make_image_grid,
     plot_samples_on_manifold,
     sample_score_sde,
     score_error_energy,
@@ -69,6 +88,7 @@ from hfvision.training import StreamDataArguments, StreamTrainingArguments
 logger = get_logger(__name__)
 
 TASK = "unconditional-sample-generation"
+DATA_TYPES = ("points", "images")
 
 
 @dataclass
@@ -86,10 +106,15 @@ class ModelArguments:
     hidden_size: int | None = field(default=None, metadata={"help": "MLP width."})
     num_layers: int | None = field(default=None, metadata={"help": "Residual MLP blocks."})
     sigma_sampling: str | None = field(default=None, metadata={"help": "log_uniform or log_normal noise levels."})
+    image_size: int | None = field(default=None, metadata={"help": "U-Net image size; default: the preset's."})
+    num_channels: int | None = field(default=None, metadata={"help": "U-Net image channels (1 or 3)."})
 
 
 @dataclass
 class DataArguments(StreamDataArguments):
+    data_type: str = field(
+        default="points", metadata={"help": "points (manifold points) or images (`--train_data`, a U-Net preset)."}
+    )
     manifold: str = field(default="circle", metadata={"help": f"Manifold of the generated data: {MANIFOLD_KINDS}."})
     manifold_ambient_dim: int = field(default=10, metadata={"help": "Ambient dimension d."})
     manifold_intrinsic_dim: int = field(default=2, metadata={"help": "k of a k-sphere (`--manifold sphere`)."})
@@ -122,6 +147,12 @@ class TrainingArguments(StreamTrainingArguments):
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     model_args, data_args, training_args = training.parse_args((ModelArguments, DataArguments, TrainingArguments), argv)
+    if data_args.data_type not in DATA_TYPES:
+        raise ValueError(f"`--data_type` must be one of {DATA_TYPES}, got {data_args.data_type!r}")
+    if data_args.data_type == "images" and not data_args.train_data:
+        raise ValueError("`--data_type images` needs `--train_data` (an image stream source)")
+    if data_args.data_type == "images" and data_args.manifold_num_train:
+        raise ValueError("`--manifold_num_train` is for points; images come from `--train_data`")
     if data_args.manifold not in MANIFOLD_KINDS:
         raise ValueError(f"`--manifold` must be one of {MANIFOLD_KINDS}, got {data_args.manifold!r}")
     if data_args.manifold_num_train < 0:
@@ -133,14 +164,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataA
     return model_args, data_args, training_args
 
 
-def build_model(model_args: ModelArguments, data_dim: int) -> ScoreSdeModel:
-    """A fresh model from the preset (with overrides, and the data's dimension) or the checkpoint's."""
+def build_model(model_args: ModelArguments, data_dim: int | None = None) -> ScoreSdeModel:
+    """A fresh model from the preset (with overrides, and the points' dimension `data_dim`; None for images) or the
+    checkpoint's."""
     if model_args.model_name_or_path:
         return ScoreSdeModel.from_pretrained(model_args.model_name_or_path)
     names = ("sde", "parameterization", "sigma_min", "sigma_max", "horizon", "hidden_size", "num_layers")
-    overrides = {name: getattr(model_args, name) for name in (*names, "sigma_sampling")}
+    overrides = {name: getattr(model_args, name) for name in (*names, "sigma_sampling", "image_size", "num_channels")}
     overrides = {name: value for name, value in overrides.items() if value is not None}
-    return ScoreSdeModel(ScoreSdeConfig.from_preset(model_args.model_preset, data_dim=data_dim, **overrides))
+    if data_dim is not None:
+        overrides["data_dim"] = data_dim
+    return ScoreSdeModel(ScoreSdeConfig.from_preset(model_args.model_preset, **overrides))
 
 
 class PointBatchCollator:
@@ -159,6 +193,84 @@ class PointBatchCollator:
         sigma = self.sample_sigmas(len(samples), generator).to(torch.float32)  # (B,)
         noise = torch.randn(points.shape, generator=generator)
         return {"sample": points, "sigma": sigma, "noise": noise, "keys": keys}
+
+
+def image_tensor(image: Any, image_size: int, num_channels: int) -> torch.Tensor:
+    """One stream image (PIL; 8-, 16-bit or float) as a tensor `(num_channels, image_size, image_size)` in [0, 1]."""
+    image = to_8bit_images(image, "image").convert("L" if num_channels == 1 else "RGB")
+    if image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).float().div(255)  # (S, S) or (S, S, 3)
+    return pixels[None] if num_channels == 1 else pixels.permute(2, 0, 1)
+
+
+class ImageBatchCollator:
+    """collate_fn of an image stream: images -> `sample` `(B, C, S, S)` in [0, 1], with each sample's noise level and
+    noise drawn from a generator seeded by the batch's keys (exact resume), as `PointBatchCollator` does."""
+
+    def __init__(
+        self,
+        sample_sigmas: Callable[[int, torch.Generator], torch.Tensor],
+        image_size: int,
+        num_channels: int,
+        seed: int,
+    ) -> None:
+        self.sample_sigmas = sample_sigmas
+        self.image_size, self.num_channels = image_size, num_channels
+        self.seed = seed
+        self.epoch = 0
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        keys = [sample["__key__"] for sample in samples]
+        generator = torch.Generator().manual_seed(training.batch_seed(self.seed, self.epoch, keys))
+        images = torch.stack([image_tensor(s["image"], self.image_size, self.num_channels) for s in samples])
+        sigma = self.sample_sigmas(len(samples), generator).to(torch.float32)  # (B,)
+        noise = torch.randn(images.shape, generator=generator)
+        return {"sample": images, "sigma": sigma, "noise": noise, "keys": keys}
+
+
+def load_eval_images(source: str, split: str, count: int, image_size: int, num_channels: int) -> torch.Tensor | None:
+    """Up to `count` images of `source`'s `split` as `(n, C, S, S)` in [0, 1]; None when the split is missing."""
+    try:
+        stream = load_image_stream(source, split=split, shuffle_buffer=1, seed=0)
+    except (FileNotFoundError, ValueError):
+        return None
+    images = [image_tensor(sample["image"], image_size, num_channels) for sample in itertools.islice(stream, count)]
+    return torch.stack(images) if images else None
+
+
+@torch.no_grad()
+def evaluate_images(
+    model: ScoreSdeModel,
+    eval_images: torch.Tensor | None,
+    args: TrainingArguments,
+    keep: dict[str, torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Samples of the reverse SDE from an image model: their pixel statistics (and, with held-out images, the data's
+    and the held-out DSM loss with fixed noise levels and noise)."""
+    was_training = model.training
+    model.eval()
+    device = model.device
+    generator = torch.Generator().manual_seed(0)
+    scheduler = sampling_scheduler(model.config, args.eval_num_inference_steps)
+    samples = sample_score_sde(model, scheduler, args.eval_num_samples, generator=generator, device=device).samples
+    samples = samples.float().cpu()  # (n, C, S, S)
+    if keep is not None:
+        keep["samples"] = samples
+    metrics = {
+        "sample_pixel_mean": float(samples.mean()),
+        "sample_pixel_std": float(samples.std()),
+        "sample_fraction_in_range": float(((samples >= -0.05) & (samples <= 1.05)).float().mean()),
+    }
+    if eval_images is not None:
+        metrics["data_pixel_mean"], metrics["data_pixel_std"] = float(eval_images.mean()), float(eval_images.std())
+        loss_generator = torch.Generator().manual_seed(1)
+        sigma = model.sample_training_sigmas(len(eval_images), loss_generator).to(device=device, dtype=torch.float32)
+        noise = torch.randn(eval_images.shape, generator=loss_generator).to(device)
+        held_out = eval_images.to(device)
+        metrics["dsm_loss"] = float(model(held_out, sigma=sigma, noise=noise, return_loss=True).loss)
+    model.train(was_training)
+    return metrics
 
 
 @dataclass
@@ -269,10 +381,16 @@ def evaluate_samples(
 
 
 def render_card(
-    final_dir: Path, metrics: dict[str, Any], run_config: dict[str, Any], model_id: str, data_name: str
+    final_dir: Path,
+    metrics: dict[str, Any],
+    run_config: dict[str, Any],
+    model_id: str,
+    data_name: str,
+    dataset_type: str = "hfvision/manifold-points",
+    image_data: bool = False,
 ) -> None:
     """The model card (`model_cards/score_sde.md`) with the measured numbers, each beside the statement it tests."""
-    dataset = {"dataset_type": "hfvision/manifold-points", "dataset_name": data_name}
+    dataset = {"dataset_type": dataset_type, "dataset_name": data_name}
     task = {**dataset, "task_type": "unconditional-sample-generation"}
     rows = [
         ("eval/distance_median", "Support found (Thm: finite error energy -> output ~ data law)", "distance_median",
@@ -287,6 +405,7 @@ def render_card(
          "chance_fraction_within_delta", "Same fraction for fresh points of the law (chance)"),
         ("eval/error_energy_vs_empirical", "Memorisation vs generalisation (Girsanov energy)",
          "error_energy_vs_empirical", "Score-error energy against the empirical score down to sigma_min"),
+        ("eval/dsm_loss", "Denoising score matching", "dsm_loss", "Held-out DSM loss (fixed noise)"),
     ]  # fmt: skip
     eval_results = [
         {**task, "task_name": task_name, "metric_type": metric_type, "metric_name": metric_name,
@@ -299,13 +418,86 @@ def render_card(
         model_id=model_id,
         eval_results=eval_results,
         training_config=run_config,
-        datasets=["hfvision/manifold-points"],
+        datasets=[dataset_type],
         data_description=data_name,
         samples_image="samples.png" if (final_dir / "samples.png").exists() else None,
         training_steps=metrics.get("global_step"),
+        image_data=image_data,
     )
     card.data.pipeline_tag = TASK
     card.save(final_dir / "README.md")
+
+
+def train_on_images(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+    accelerator: Accelerator,
+    run_config: dict[str, Any],
+    resume_checkpoint: Path | None,
+    output_dir: Path,
+) -> dict[str, Any]:
+    """`main` for an image stream (`--data_type images`): a U-Net score model, the shared image stream, a grid of
+    samples at the end."""
+    model = build_model(model_args)
+    config = model.config
+    if config.backbone != "unet":
+        raise ValueError(f"`--data_type images` needs a U-Net preset or checkpoint, got backbone {config.backbone!r}")
+    logger.info("%.2fM parameters", sum(parameter.numel() for parameter in model.parameters()) / 1e6)
+    optimizer, lr_scheduler = training.build_optimizer(model, training_args)
+    collator = ImageBatchCollator(
+        model.sample_training_sigmas, config.image_size, config.num_channels, training_args.seed
+    )
+    model, optimizer, train_stream, global_step = training.prepare_stream(
+        accelerator,
+        model,
+        optimizer,
+        lr_scheduler,
+        data_args.train_data,
+        collator,
+        data_args,
+        training_args.seed,
+        resume_checkpoint,
+    )
+    eval_images = None
+    if accelerator.is_main_process:
+        count = data_args.max_eval_samples or 256
+        source = data_args.eval_data or data_args.train_data
+        eval_images = load_eval_images(source, data_args.eval_split, count, config.image_size, config.num_channels)
+    last_samples: dict[str, torch.Tensor] = {}
+
+    def evaluate(unwrapped: nn.Module) -> dict[str, float]:
+        return evaluate_images(unwrapped, eval_images, training_args, keep=last_samples)
+
+    accelerator.init_trackers("train_score_sde", config={k: v for k, v in run_config.items() if v is not None})
+    metrics = training.train(
+        accelerator,
+        model,
+        optimizer,
+        lr_scheduler,
+        train_stream,
+        training_args,
+        global_step,
+        forward=lambda model, batch: model(**batch, return_loss=True),
+        evaluate=evaluate if accelerator.is_main_process else None,
+        description="train score_sde (images)",
+        run_arguments=run_config,
+    )
+    unwrapped = accelerator.unwrap_model(model)
+    data_dim = int(np.prod(config.data_shape))  # the pipeline only uses it on points; identity for images in [0, 1]
+    feature_extractor = ScoreSdeFeatureExtractor(data_dim=data_dim)
+    generator_pipeline = pipeline(TASK, model=unwrapped, feature_extractor=feature_extractor, device=unwrapped.device)
+    final_dir = training.save_final(accelerator, model, generator_pipeline, output_dir, metrics, run_config)
+    if accelerator.is_main_process:
+        if "samples" in last_samples:
+            make_image_grid(last_samples["samples"][:64]).save(final_dir / "samples.png")
+        name = f"{Path(data_args.train_data).name} images, {config.num_channels} x {config.image_size}^2"
+        render_card(
+            final_dir, metrics, run_config, f"local/{output_dir.name}", name, "hfvision/image-stream", image_data=True
+        )
+    accelerator.wait_for_everyone()
+    training.finish(accelerator)
+    return metrics
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -315,6 +507,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     accelerator = training.make_accelerator(training_args)
     run_config = training.run_config(model_args, data_args, training_args)
     resume_checkpoint = training.prepare_output_dir(accelerator, training_args, run_config)
+    if data_args.data_type == "images":
+        return train_on_images(
+            model_args, data_args, training_args, accelerator, run_config, resume_checkpoint, output_dir
+        )
     data = prepare_data(data_args, output_dir, accelerator, training_args.seed)
     world_size, batch_size = accelerator.num_processes, data_args.per_device_train_batch_size
     if data.training_points is not None and len(data.training_points) < batch_size * world_size:

@@ -51,6 +51,8 @@ METHOD_CARD_METADATA: dict[str, dict[str, Any]] = {
     "scaffold": {"tags": ["vision", "scaffold", "smat", "explainability", "vit", "hfvision"]},
     # the sample-generation pipeline is custom (remote code); the Hub has no matching task tag, so none is claimed
     "score_sde": {"tags": ["score-based-generative-model", "sde", "manifold-hypothesis", "hfvision"]},
+    # a pretrained VattModel embeds clips, soundtracks and captions; no Hub pipeline task serves that, so none
+    "vatt": {"tags": ["video", "audio", "vatt", "multimodal", "self-supervised", "contrastive", "hfvision"]},
 }
 
 _REQUIRED_EVAL_KEYS = ("task_type", "dataset_type", "dataset_name", "metric_type", "metric_value")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
@@ -16,6 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoModel
 
+from hfvision.data import write_shards
 from hfvision.models.score_sde import ScoreSdeModel
 from tests.training.conftest import load_training_script, one_thread
 
@@ -112,3 +114,55 @@ def test_a_killed_run_resumes_to_exactly_the_weights_of_an_uninterrupted_one(tmp
     full_metrics = json.loads((tmp_path / "full" / "final" / "eval_results.json").read_text())["metrics"]
     resumed_metrics = json.loads((tmp_path / "killed" / "final" / "eval_results.json").read_text())["metrics"]
     assert full_metrics["eval/distance_median"] == resumed_metrics["eval/distance_median"]
+
+
+def blob_images(count: int, seed: int, size: int = 12) -> list[dict]:
+    """Gaussian blobs at random places (different size from the model's 8 x 8: the collator resizes); every fourth a
+    16-bit PNG whose range is above 8 bits (PIL's plain conversion would clip it to white)."""
+    generator = np.random.default_rng(seed)
+    grid = np.arange(size)
+    samples = []
+    for index in range(count):
+        cy, cx = generator.uniform(2, size - 2, 2)
+        blob = np.exp(-((grid[:, None] - cy) ** 2 + (grid[None, :] - cx) ** 2) / 6.0)
+        if index % 4 == 3:
+            image = Image.fromarray((blob * 65535).astype(np.uint16))
+        else:
+            image = Image.fromarray((blob * 255).astype(np.uint8), mode="L")
+        samples.append({"image": image, "__key__": f"blob-{seed}-{index:04d}"})
+    return samples
+
+
+def test_image_stream_run_trains_a_unet_and_saves_a_sample_grid(tmp_path):
+    """`--data_type images`: the real main() on synthetic image shards (train + eval splits, a 16-bit image among
+    them) trains the tiny U-Net preset, evaluates held-out DSM and sample statistics, and saves a grid of samples
+    with the model, its pipeline and the card; a point model with images, or images without data, are refused."""
+    data = tmp_path / "blobs"
+    write_shards(blob_images(48, seed=0), data / "train", 2, image_format="png")
+    write_shards(blob_images(16, seed=1), data / "eval", 1, image_format="png")
+    script = load_training_script("train_score_sde")
+    run = tmp_path / "run"
+    args = [
+        "--output_dir", str(run), "--data_type", "images", "--train_data", str(data), "--model_preset",
+        "score-sde-unet-tiny", "--per_device_train_batch_size", "8", "--shuffle_buffer", "1", "--learning_rate",
+        "3e-3", "--warmup_steps", "1", "--logging_steps", "2", "--seed", "0", "--max_steps", "6", "--eval_steps",
+        "6", "--eval_num_samples", "9", "--eval_num_inference_steps", "5",
+    ]  # fmt: skip
+    with one_thread():
+        metrics = script.main(args)
+    assert metrics["global_step"] == 6 and metrics["train/num_skipped_samples"] == 0
+    for name in ("dsm_loss", "sample_pixel_mean", "sample_pixel_std", "data_pixel_mean", "sample_fraction_in_range"):
+        assert f"eval/{name}" in metrics, name
+    assert 0.0 < metrics["eval/data_pixel_mean"] < 0.5  # blobs on black, the 16-bit ones not clipped to white
+    final = run / "final"
+    assert not [path for path in final.rglob("*") if path.suffix in PICKLE_SUFFIXES]
+    model = AutoModel.from_pretrained(final)
+    assert isinstance(model, ScoreSdeModel) and model.config.data_shape == (1, 8, 8)
+    grid = Image.open(final / "samples.png")
+    assert grid.size == (3 * 10 + 2, 3 * 10 + 2)  # 9 samples of 8 x 8, 3 per row, 2-pixel gutters
+    card = ModelCard.load(final / "README.md").content
+    assert "dsm_loss" in card and "A grid of samples" in card and "projected on the manifold" not in card
+    with pytest.raises(ValueError, match="U-Net"):
+        script.main([*args[:6], "--model_preset", "score-sde-tiny", "--output_dir", str(tmp_path / "mlp")])
+    with pytest.raises(ValueError, match="--train_data"):
+        script.main(["--output_dir", str(tmp_path / "none"), "--data_type", "images"])

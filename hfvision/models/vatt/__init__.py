@@ -15,6 +15,7 @@ from .modeling_vatt import (
     mil_nce_loss,
     nce_loss,
 )
+from .pipeline_vatt import VideoTextRetrievalPipeline
 from .processing_vatt import VattProcessor, read_clip
 from .tokenization_vatt import train_vatt_tokenizer
 
@@ -33,6 +34,7 @@ __all__ = [
     "VattTextConfig",
     "VattVideoConfig",
     "VattVideoProcessor",
+    "VideoTextRetrievalPipeline",
     "droptoken_indices",
     "mil_nce_loss",
     "nce_loss",
