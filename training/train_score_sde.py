@@ -40,6 +40,7 @@ What it does:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections.abc import Callable, Sequence
@@ -53,7 +54,6 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader
 from transformers import pipeline
 
 import hfvision  # noqa: F401  (registers Score-SDE with the Auto classes and the pipeline task)
@@ -67,10 +67,9 @@ from hfvision.data import (
     load_points,
 )
 from hfvision.data.manifold_points import MANIFOLD_KINDS, make_manifold, manifold_spec
-from hfvision.data.streaming import SkipCounter
 from hfvision.hub.card import render_model_card
 from hfvision.metrics import load_metric
-from hfvision.models.lps.image_processing_lps import to_8bit_images
+from hfvision.models.pyramidclip.image_processing_pyramidclip import to_8bit_images
 from hfvision.models.score_sde import (
     EmpiricalScoreModel,
     ScoreSdeConfig,
@@ -523,23 +522,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logger.info("%.2fM parameters", sum(parameter.numel() for parameter in model.parameters()) / 1e6)
     optimizer, lr_scheduler = training.build_optimizer(model, training_args)
 
-    # The stream: as `training.prepare_stream` does for images, with the point reader.
-    skip_counter = SkipCounter()
-    stream = load_point_stream(
-        data.train_source,
-        data_args.train_split,
-        dim=model.config.data_dim,
-        shuffle_buffer=data_args.shuffle_buffer,
-        seed=training_args.seed,
-        skip_counter=skip_counter,
-    )
     collator = PointBatchCollator(model.sample_training_sigmas, training_args.seed)
-    loader = DataLoader(
-        stream, batch_size=batch_size, collate_fn=collator, num_workers=data_args.dataloader_num_workers, drop_last=True
+    model, optimizer, train_stream, global_step = training.prepare_stream(
+        accelerator,
+        model,
+        optimizer,
+        lr_scheduler,
+        data.train_source,
+        collator,
+        data_args,
+        training_args.seed,
+        resume_checkpoint,
+        load_stream=functools.partial(load_point_stream, dim=model.config.data_dim),
     )
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    global_step, position = training.resume(accelerator, lr_scheduler, resume_checkpoint, batch_size)
-    train_stream = training.TrainStream(accelerator, loader, collator, skip_counter, position)
 
     last_samples: dict[str, torch.Tensor] = {}
 
