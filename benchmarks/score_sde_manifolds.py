@@ -107,13 +107,16 @@ def train(
     seed: int,
     description: str,
 ) -> dict[int, dict[str, torch.Tensor]]:
-    """AdamW (lr 1e-3, 100 warmup steps, then constant; clip 1) on the DSM loss of the `score-sde-circle` preset,
-    batches of fresh circle points (`points=None`) or drawn with replacement from `points`; returns the weights at
-    each step of `snapshots`."""
+    """AdamW (lr 1e-3, 100 warmup steps, then a cosine decay to 0 at `steps` as in `train_score_sde.py`; clip 1) on
+    the DSM loss of the `score-sde-circle` preset, batches of fresh circle points (`points=None`) or drawn with
+    replacement from `points`; returns the weights at each step of `snapshots` (snapshots before `steps` are taken
+    mid-decay)."""
     torch.manual_seed(seed)
     model = ScoreSdeModel(ScoreSdeConfig.from_preset("score-sde-circle"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 100))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / 100) * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+    )
     generator = torch.Generator().manual_seed(seed + 1)
     states = {}
     for step in tqdm(range(1, steps + 1), desc=description, mininterval=5):
