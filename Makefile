@@ -10,7 +10,7 @@ STAMP := $(VENV)/.hfvision-installed
 # Debian packages that ship offline data used by tests and the demo (see shared DATA.md).
 DATA_DEBS := tuxpaint-stamps-default dataset-fashion-mnist
 
-.PHONY: install data test test-slow demo lint
+.PHONY: install data check-data test test-slow demo lint
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -23,25 +23,36 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-data:
-	@missing=$$(for p in $(DATA_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	else echo "Optional data packages missing (tests that need them are skipped): sudo apt-get install $$missing"; fi
+MISSING_DEBS = $$(for p in $(DATA_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
 
-test: install data
+# `make data` is the only target that installs system packages (apt-get, as root, asked for by name).
+data:
+	@missing="$(MISSING_DEBS)"; \
+	if [ -z "$$missing" ]; then echo "data packages installed: $(DATA_DEBS)"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "apt-get install -y $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "run as root: apt-get install -y $$missing"; exit 1; fi
+
+# `make test` / `make demo` only say what is missing and how to get it.
+check-data:
+	@missing="$(MISSING_DEBS)"; \
+	if [ -n "$$missing" ]; then \
+		echo "Optional data packages missing (the tests and demos that read them skip or stop): make data, or"; \
+		echo "  sudo apt-get install -y $$missing"; fi
+
+test: install check-data
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(PYTHON) -m pytest -q
 
-test-slow: install data
+test-slow: install check-data
 	$(PYTHON) -m pytest -q -m slow
 
 # One method's demo: train briefly -> evaluate -> model card -> publish to the local Hub -> load back by repo id.
 #   make demo                 PyramidCLIP (pretraining with accelerate, zero-shot eval)
 #   make demo DEMO=<method>   any method with a training/demo_<method>.py
 DEMO ?= pyramidclip
-demo: install data
+demo: install check-data
 	$(PYTHON) training/demo_$(DEMO).py --output_dir runs/demo_$(DEMO)
 
 lint: install

@@ -11,7 +11,8 @@ Shifts: offset o in 0..`--max_offset` moves the image by (o, o) pixels (down and
 with zero fill (`standard`). The table's consistency is the fraction of test images whose predicted class is the same
 under every offset (the `shift_consistency` metric, `<mode>_consistency`), and the mean agreement over pairs of
 offsets (`<mode>_pairwise`); the plot draws, per offset, the percentage of images whose prediction equals the
-unshifted one (one line per method, circular and standard side by side), with PIL into `<output_dir>/lps_shift.png`.
+unshifted one (one line per method, circular and standard side by side), with matplotlib into
+`<output_dir>/lps_shift.png`.
 Two checks are visible in the plot: a strided network is invariant to circular shifts by multiples of its total
 stride (offset 8), and standard shifts up to 2 pixels only move black border, so they equal circular ones.
 
@@ -39,20 +40,21 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from hfvision.data.fashion_mnist import FASHION_MNIST_CLASS_NAMES, load_fashion_mnist
 from hfvision.metrics import load_metric
 from hfvision.metrics.shift_consistency.shift_consistency import SHIFT_MODES, ShiftConsistency
 from hfvision.models.lps import LpsResNetConfig, LpsResNetForImageClassification
+from hfvision.plotting import plot_curves
 
 METHODS = ("lps", "aps", "blurpool", "stride")
 # Fashion-MNIST training-set pixel statistics (on [0, 1]), as commonly quoted.
 PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530
 IMAGE_SIZE = 32  # 28 + 2 * 2 zero border: a multiple of the total stride 8 (CIFAR stem) and 32 (ImageNet stem)
 # One RGB colour per method for the plot.
-COLOURS = {"lps": (214, 39, 40), "aps": (31, 119, 180), "blurpool": (44, 160, 44), "stride": (127, 127, 127)}
+COLOURS = {"lps": "#d62728", "aps": "#1f77b4", "blurpool": "#2ca02c", "stride": "#7f7f7f"}
 
 
 @dataclass
@@ -150,8 +152,9 @@ def evaluate_shifts(
     row: dict[str, object] = {}
     for mode in SHIFT_MODES:
         # (N, S): class of every image under every offset; column 0 is the unshifted image.
+        shifted = tqdm(offsets, desc=f"   {mode} shifts", unit="shift", leave=False)
         predictions = np.stack(
-            [predict(model, ShiftConsistency.shift_images(images, (o, o), mode=mode)) for o in offsets], axis=1
+            [predict(model, ShiftConsistency.shift_images(images, (o, o), mode=mode)) for o in shifted], axis=1
         )
         metric = load_metric("shift_consistency", config_name=mode)
         scores = metric.compute(predictions=predictions, references=references)
@@ -176,50 +179,28 @@ def markdown_table(rows: dict[str, dict[str, object]]) -> str:
 
 
 def draw_plot(rows: dict[str, dict[str, object]], path: Path) -> Path:
-    """Consistency (% same class as unshifted) vs shift offset, one line per method; circular and standard panels."""
-    panel_width, panel_height, margin = 420, 300, 50
-    image = Image.new("RGB", (2 * panel_width + margin, panel_height + 2 * margin + 20), "white")
-    draw = ImageDraw.Draw(image)
-    low = min(min(row[f"{mode}_by_offset"]) for row in rows.values() for mode in SHIFT_MODES)
-    low = max(0.0, np.floor(low * 10) / 10 - 0.1)  # y axis from a round value under the lowest point to 100%
-    for panel, mode in enumerate(SHIFT_MODES):
-        left, top = margin + panel * panel_width, margin
-        right, bottom = left + panel_width - margin, top + panel_height - margin
-        num_offsets = len(next(iter(rows.values()))[f"{mode}_by_offset"])
-
-        box = (left, top, right, bottom)
-
-        def to_xy(index: int, value: float, box: tuple[int, int, int, int] = box, count: int = num_offsets) -> tuple:
-            """Pixel position of the point (offset index, consistency) in this panel's box."""
-            x = box[0] + (box[2] - box[0]) * index / max(count - 1, 1)
-            y = box[3] - (box[3] - box[1]) * (value - low) / (1 - low)
-            return x, y
-
-        draw.rectangle((left, top, right, bottom), outline="black")
-        draw.text((left, top - 30), f"{mode} shift: % same class as unshifted", fill="black")
-        for tick in np.linspace(low, 1.0, 5):
-            x, y = to_xy(0, tick)
-            draw.line((left - 4, y, left, y), fill="black")
-            draw.text((left - 40, y - 6), f"{100 * tick:.1f}", fill="black")
-        for index in range(num_offsets):
-            x, y = to_xy(index, low)
-            draw.line((x, bottom, x, bottom + 4), fill="black")
-            draw.text((x - 3, bottom + 6), str(index), fill="black")
-        draw.text(((left + right) / 2 - 40, bottom + 20), "offset o, shift (o, o)", fill="black")
-        for rank, (method, row) in enumerate(rows.items()):
-            points = [to_xy(index, value) for index, value in enumerate(row[f"{mode}_by_offset"])]
-            # earlier methods are drawn wider, so a later line on the same values leaves them visible at its sides
-            draw.line(points, fill=COLOURS.get(method, (0, 0, 0)), width=2 + 3 * (len(rows) - 1 - rank))
-            for x, y in points:
-                draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=COLOURS.get(method, (0, 0, 0)))
-    for index, method in enumerate(rows):  # legend under the panels
-        x = margin + index * 110
-        y = panel_height + margin + 10
-        draw.line((x, y + 6, x + 20, y + 6), fill=COLOURS.get(method, (0, 0, 0)), width=3)
-        draw.text((x + 25, y), method, fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
+    """Consistency (% same class as unshifted) vs shift offset, one line per method; circular and standard panels
+    (matplotlib, the `plots` extra)."""
+    panels = {
+        f"{mode} shift": {
+            method: [(offset, 100 * value) for offset, value in enumerate(row[f"{mode}_by_offset"])]
+            for method, row in rows.items()
+        }
+        for mode in SHIFT_MODES
+    }
+    ylabel = "% same class as unshifted"
+    return plot_curves(
+        panels,
+        path,
+        xlabel="offset o, shift (o, o) in pixels",
+        ylabels=dict.fromkeys(panels, ylabel),
+        # earlier methods wider, so a later line on the same values (LPS and APS at 100%) leaves them visible
+        styles={
+            method: {"color": COLOURS.get(method), "linewidth": 1.5 + 2 * (len(rows) - 1 - rank)}
+            for rank, method in enumerate(rows)
+        },
+        columns=2,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, object]]:

@@ -3,8 +3,8 @@
 All models run side by side in one process on the same inputs, in eval mode under `torch.inference_mode`:
 
 - `lps`: `LpsResNetConfig.from_preset("lps-resnet18")` (circular padding, learned polyphase selection);
-- `stride`: the same class with `downsample="stride"` (component 0 of every polyphase split). Like the official code,
-  every stride-2 convolution is computed at stride 1 and then subsampled, so this isolates the cost of the selection;
+- `stride`: the same class with `downsample="stride"` (component 0 of every polyphase split), which strides its
+  convolutions and max-pool itself (the official code computes them at stride 1 and subsamples: the same samples);
 - `transformers`: transformers' `ResNetForImageClassification` in its ResNet-18 shape (true strided convolutions);
 - `timm`: timm's `resnet18`, when `import timm` works (timm needs torchvision; otherwise it is reported unavailable).
 

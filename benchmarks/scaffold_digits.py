@@ -2,8 +2,9 @@
 
 Protocol (the paper's, scaled to CPU): a teacher ViT (`scaffold-vit-digits`: 8x8 images, patch 2, 17 tokens, 4 layers x
 4 heads, ScalarMix head) is fitted on 1000 train digits (AdamW 1e-3, 40 epochs). For each seed a student of the same
-architecture starts from a fresh init (normal, std `--student-init-range` 0.1) and learns from 100 train images
-labelled by the teacher (SGD lr 0.05, clip 5, weight decay 0.01, batch 16, 60 epochs); the epoch with the best
+architecture starts from a fresh init (PyTorch's default init of every Linear/Conv2d layer, kaiming-uniform, as the
+digest's prototype; `--student-init vit`: ViT's normal with std `--student-init-range`) and learns from 100 train
+images labelled by the teacher (SGD lr 0.05, clip 5, weight decay 0.01, batch 16, 60 epochs); the epoch with the best
 validation simulability (300 images) is kept and its test simulability (497 images, student argmax == teacher argmax)
 is reported. Conditions:
 
@@ -12,11 +13,13 @@ is reported. Conditions:
 - `last_layer`: the last layer's heads only (beta = 5); `grad_x_input`: gradient x input (beta = 0.2) (not in the
   default set, add them with `--conditions`);
 - `smat`: the teacher explainer meta-learned through the one-step lookahead (meta Adam, lr `--meta-lr`);
-- `static+distractors` / `smat+distractors`: 16 random-score heads (N(0, std^2), std `--distractor-std` 3, fresh
-  per batch) appended to the teacher's 16 real heads; SMaT should move the explainer's weight onto the real heads and
-  beat uniform mixing.
+- `static+distractors` / `smat+distractors`: 16 random-score heads (fresh per batch) appended to the teacher's 16
+  real heads: each scores every key token N(0, std^2) (std `--distractor-std` 3), the same score in every query row
+  (`--distractor-scores entry` draws every (query, key) score instead, which the mean over query rows shrinks by
+  sqrt(17)); SMaT should move the explainer's weight onto the real heads and beat uniform mixing.
 
-Usage (about 10 minutes on 2 shared CPU cores; writes runs/scaffold_digits/results.json and the table):
+Usage (about 10 CPU minutes for the students, 1-2 for the teacher, which `--teacher-dir` re-uses instead; writes
+runs/scaffold_digits/results.json and the table):
     OMP_NUM_THREADS=1 python benchmarks/scaffold_digits.py --seeds 0 1 2 3 --output-dir runs/scaffold_digits
     # then the README's picture: digits, static uniform-head saliency, SMaT-learned saliency
     python benchmarks/scaffold_digits.py --output-dir runs/scaffold_digits --figure docs/images/scaffold_saliency.png
@@ -42,7 +45,13 @@ from hfvision.models.scaffold import (
     ScaffoldVitConfig,
     ScaffoldVitForImageClassification,
 )
-from hfvision.models.scaffold.smat_scaffold import SmatConfig, SmatTrainer, predict_logits, simulability
+from hfvision.models.scaffold.smat_scaffold import (
+    SmatConfig,
+    SmatTrainer,
+    predict_logits,
+    reset_layer_init_,
+    simulability,
+)
 
 CONDITIONS = ("none", "static", "last_layer", "grad_x_input", "smat", "static+distractors", "smat+distractors")
 
@@ -72,16 +81,24 @@ def fit_teacher(train: tuple[torch.Tensor, torch.Tensor], epochs: int, seed: int
 
 
 class DistractorHeads:
-    """Append `num_heads` random-score heads (N(0, std^2), fresh per call, own generator) as extra 'layers'."""
+    """Append `num_heads` random-score heads as extra 'layers' (fresh per call, own generator).
 
-    def __init__(self, num_heads: int, heads_per_layer: int, std: float, seed: int):
-        self.num_layers, self.heads_per_layer, self.std = num_heads // heads_per_layer, heads_per_layer, std
+    `per="token"`: each head scores every key token N(0, std^2), the same score for every query row (a head that
+    attends to random tokens); `per="entry"`: every (query, key) score is drawn independently, which the explainer's
+    mean over the query rows shrinks by sqrt(T).
+    """
+
+    def __init__(self, num_heads: int, heads_per_layer: int, std: float, seed: int, per: str = "token"):
+        self.num_layers, self.heads_per_layer = num_heads // heads_per_layer, heads_per_layer
+        self.std, self.per = std, per
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, scores: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         batch, _, tokens, _ = scores[0].shape
-        noise = torch.randn(batch, self.num_layers * self.heads_per_layer, tokens, tokens, generator=self.generator)
-        return (*scores, *(noise * self.std).split(self.heads_per_layer, dim=1))
+        rows = 1 if self.per == "token" else tokens
+        shape = (batch, self.num_layers * self.heads_per_layer, rows, tokens)
+        noise = (torch.randn(shape, generator=self.generator) * self.std).expand(-1, -1, tokens, -1)
+        return (*scores, *noise.split(self.heads_per_layer, dim=1))
 
 
 def run_condition(
@@ -114,9 +131,13 @@ def run_condition(
     torch.manual_seed(1000 + seed)  # the student's init and dropout stream, the same in every condition
     student_config = ScaffoldVitConfig.from_preset("scaffold-vit-digits", initializer_range=args.student_init_range)
     student = ScaffoldVitForImageClassification(student_config)
+    if args.student_init == "torch":
+        reset_layer_init_(student)
     student_explainer = AttentionExplainer(AttentionExplainerConfig.for_model(student.config))
     transform = (
-        DistractorHeads(args.distractor_heads, config.num_attention_heads, args.distractor_std, seed)
+        DistractorHeads(
+            args.distractor_heads, config.num_attention_heads, args.distractor_std, seed, args.distractor_scores
+        )
         if distractors
         else None
     )
@@ -221,14 +242,31 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--student-init-range",
         type=float,
         default=0.1,
-        help="std of the fresh student's init (ViT's 0.02 leaves a plain-SGD student near chance in 60 epochs)",
+        help="std of ViT's normal init of the student (all of it with `--student-init vit`, else the CLS and position "
+        "embeddings); ViT's 0.02 leaves a plain-SGD student near chance in 60 epochs",
+    )
+    parser.add_argument(
+        "--student-init",
+        default="torch",
+        choices=["torch", "vit"],
+        help="the fresh student's init: PyTorch's default layer init (the digest's prototype) or ViT's normal(0, "
+        "--student-init-range)",
     )
     parser.add_argument("--beta", type=float, default=5.0)
     parser.add_argument("--meta-lr", type=float, default=2e-3)
     parser.add_argument("--distractor-meta-lr", type=float, default=5e-3)
     parser.add_argument("--distractor-heads", type=int, default=16)
     parser.add_argument("--distractor-std", type=float, default=3.0, help="std of the distractor heads' scores")
+    parser.add_argument(
+        "--distractor-scores",
+        default="token",
+        choices=["token", "entry"],
+        help="one random score per key token (the same for every query row) or per (query, key) entry",
+    )
     parser.add_argument("--output-dir", default="runs/scaffold_digits")
+    parser.add_argument(
+        "--teacher-dir", default=None, help="load this run's saved teacher instead of fitting one (same protocol)"
+    )
     parser.add_argument(
         "--figure", default=None, help="only draw the saliency picture of a finished run to this PNG path"
     )
@@ -242,7 +280,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     splits = digits_splits(seed=0)
     data = {split: to_pixels(images) for split, (images, _) in splits.items()}
     start = time.perf_counter()
-    teacher = fit_teacher((data["train"], torch.from_numpy(splits["train"][1])), args.teacher_epochs, seed=0)
+    if args.teacher_dir:
+        teacher = ScaffoldVitForImageClassification.from_pretrained(args.teacher_dir).eval()
+    else:
+        teacher = fit_teacher((data["train"], torch.from_numpy(splits["train"][1])), args.teacher_epochs, seed=0)
     teacher_seconds = time.perf_counter() - start
     teacher_accuracy = (predict_logits(teacher, data["test"]).argmax(-1).numpy() == splits["test"][1]).mean()
     teacher.save_pretrained(output_dir / "teacher")

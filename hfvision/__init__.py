@@ -194,7 +194,8 @@ def _register() -> None:
         ScaffoldVitImageProcessor,
     )
     _register_method(AttentionExplainerConfig, [(AutoModel, AttentionExplainer)])
-    # transformers 5 has no keypoint-detection task; `pipeline(...).save_pretrained` ships this one as remote code
+    # transformers 5 has no keypoint-detection task. This and the pipelines below ship as remote code with every
+    # checkpoint of their models (`save_pretrained` writes the file and `custom_pipelines`: the models' overrides)
     PIPELINE_REGISTRY.register_pipeline(
         "keypoint-detection", pipeline_class=KeypointDetectionPipeline, pt_model=AutoModel, type="image"
     )

@@ -69,7 +69,8 @@ def load_without_hfvision(checkpoint: Path, inputs: dict[str, torch.Tensor], wor
     result = subprocess.run(
         [sys.executable, "-c", REMOTE_CODE_CHECK, str(checkpoint), str(inputs_path), str(out)],
         cwd=workdir,
-        env={**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"},
+        # its remote-code modules go to the work folder, never to ~/.cache/huggingface
+        env={**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "HF_HOME": str(workdir / "hf_home")},
         capture_output=True,
         text=True,
         check=False,

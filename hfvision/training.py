@@ -11,7 +11,8 @@ A script defines its model, processor and collator, then hands them to these pie
   each rank's stream position;
 - `train`: the step loop (accumulation, clipping, scheduler, logging to trackers and `log_history.jsonl`, progress
   bar, checkpoints, periodic evaluation through the script's callback, a simulated kill for tests);
-- `save_final`: `save_pretrained` of model + processor and `eval_results.json` into `output_dir/final`.
+- `save_final`: `save_pretrained` of model + processor, `eval_results.json` and the model card into
+  `output_dir/final` (published with `--push_to_hub REPO_ID`).
 
 Why resume is exact (and why not `IterableDataset.state_dict()`, which DESIGN.md suggested): a pass over a rank's
 stream is a pure function of (seed, epoch, the rank's shards): the shuffle order comes from `set_epoch`, and the
@@ -95,7 +96,15 @@ CHECKPOINT_PREFIX = "checkpoint-"
 RUN_ARGUMENTS_FILE = "run_arguments.json"
 # Fields a resumed run may change: the step budget, and where / how the run (re)starts.
 RESUME_MAY_CHANGE = frozenset(
-    {"max_steps", "num_train_steps", "output_dir", "resume_from_checkpoint", "overwrite_output_dir", "stop_after_step"}
+    {
+        "max_steps",
+        "num_train_steps",
+        "output_dir",
+        "resume_from_checkpoint",
+        "overwrite_output_dir",
+        "stop_after_step",
+        "push_to_hub",
+    }
 )
 
 
@@ -179,6 +188,19 @@ class StreamTrainingArguments:
             "stopping the run with an error naming the step and the batch's sample keys."
         },
     )
+    push_to_hub: str | None = field(
+        default=None,
+        metadata={
+            "help": "Publish final/ (safetensors, processor, remote code, model card) to this repo id (org/name) "
+            "with `hfvision publish` at the end; its card names this id."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.push_to_hub is not None:  # a bad repo id fails now, not after the training
+            from .hub.publish import check_repo_id
+
+            check_repo_id(self.push_to_hub)
 
 
 def _yaml_to_argv(config_path: str) -> list[str]:
@@ -248,10 +270,14 @@ def make_accelerator(args: StreamTrainingArguments) -> Accelerator:
         project_dir=str(output_dir),
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    # accelerate logs every file of every checkpoint at INFO, httpx every Hub request: the script's own lines say
+    # what was saved and published
+    for chatty in ("accelerate", "httpx"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     if not accelerator.is_main_process:
         datasets.utils.logging.set_verbosity_error()
         transformers.utils.logging.set_verbosity_error()
-    logger.info("%s", accelerator.state)
+    logger.debug("%s", accelerator.state)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
@@ -535,7 +561,7 @@ def resolve_resume_checkpoint(
     if resume_from_checkpoint == "latest":
         checkpoint = find_latest_checkpoint(output_dir, world_size)
         if checkpoint is None:
-            logger.warning("--resume_from_checkpoint latest: no complete checkpoint in %s; starting fresh", output_dir)
+            logger.info("no checkpoint in %s yet: starting fresh", output_dir)  # the normal first run
     else:
         checkpoint = Path(resume_from_checkpoint)
         if not _is_complete(checkpoint, world_size):
@@ -851,14 +877,19 @@ def train(
         total=args.max_steps, initial=global_step, desc=description, disable=not accelerator.is_local_main_process
     )
     window_start, window_samples = time.perf_counter(), 0
+    # Loader throughput: samples of this run, the loop's wall time and the part of it spent waiting for batches.
+    run_start, run_samples, data_seconds = time.perf_counter(), 0, 0.0
     model.train()
     while global_step < args.max_steps:
         # One optimizer step = gradient_accumulation_steps micro-batches (accelerate syncs on the last one).
         nonfinite_keys: list[str] = []
         for _ in range(args.gradient_accumulation_steps):
+            fetch_start = time.perf_counter()
             batch = next(batches)
+            data_seconds += time.perf_counter() - fetch_start
             keys = batch.pop("keys")
             window_samples += len(keys)
+            run_samples += len(keys)
             if args.debug_log_keys:
                 consumed_keys += keys
             with accelerator.accumulate(model):
@@ -938,6 +969,16 @@ def train(
             sys.stderr.flush()
             os._exit(1)
     progress.close()
+    throughput = _throughput_logs(run_samples, time.perf_counter() - run_start, data_seconds)
+    logger.info(
+        "data: %d samples in %.1f s on this rank; the model consumed %.1f samples/s while computing; the loop waited "
+        "%.1f s (%.0f%%) for batches",
+        run_samples,
+        throughput["train/run_seconds"],
+        throughput["train/compute_samples_per_second"],
+        data_seconds,
+        100 * throughput["train/data_wait_fraction"],
+    )
     _write_debug_files(accelerator, model, output_dir, consumed_keys, args.debug_log_keys)
     skipped = skip_table(accelerator, stream)
     if accelerator.is_main_process:
@@ -956,8 +997,21 @@ def train(
         "train/loss_last_window": last_logged.get("train/loss", math.nan),
         "train/num_skipped_samples": last_logged.get("train/num_skipped_samples", 0),
         "train/num_nonfinite_steps": stream.position.num_nonfinite_steps,
+        **throughput,
         "data/skipped": skipped,
         "global_step": global_step,
+    }
+
+
+def _throughput_logs(samples: int, run_seconds: float, data_seconds: float) -> dict[str, float]:
+    """This rank's data throughput over a run: the samples per second the model consumes when a batch is ready
+    (wall time minus the waits for batches) and the fraction of the wall time spent waiting for the loader. A wait
+    fraction near 0 means the loader delivers at least what the model consumes."""
+    compute_seconds = max(run_seconds - data_seconds, 1e-9)
+    return {
+        "train/run_seconds": run_seconds,
+        "train/compute_samples_per_second": samples / compute_seconds,
+        "train/data_wait_fraction": data_seconds / max(run_seconds, 1e-9),
     }
 
 
@@ -971,18 +1025,44 @@ def save_final(
     output_dir: Path,
     metrics: dict[str, Any],
     run_config: dict[str, Any],
+    card_pictures: Callable[[Path], None] | None = None,
 ) -> Path:
-    """On the main process: `save_pretrained` of model and processor (safetensors) plus `eval_results.json`.
+    """On the main process: `save_pretrained` of model and processor (safetensors), `eval_results.json` and the model
+    card `README.md` (`hfvision.hub.card.write_model_card`: the method's template, the measured results, the run's
+    hyperparameters); with `--push_to_hub REPO_ID` (`run_config["push_to_hub"]`) the folder is then published with
+    `hfvision.hub.publish` (no pickles, the card as README.md).
+
+    Args:
+        accelerator: the run's accelerator.
+        model: the trained model (wrapped or not).
+        processor: its processor (or a pipeline, whose `save_pretrained` also writes the pipeline's code).
+        output_dir: the run's folder; the model goes to `output_dir/final`.
+        metrics: the final metrics (`train` returns them).
+        run_config: the run's arguments (`run_config`).
+        card_pictures: writes the pictures the card shows into the folder it is given, before the card is rendered.
 
     Returns `output_dir/final`.
     """
+    from .hub.card import MODEL_TYPE_METHODS, write_model_card
+    from .hub.publish import publish
+
     final_dir = Path(output_dir) / "final"
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(final_dir)
         processor.save_pretrained(final_dir)
         results = {"global_step": metrics.get("global_step"), "metrics": metrics, "config": run_config}
         (final_dir / "eval_results.json").write_text(json.dumps(results, indent=1) + "\n")
+        if card_pictures is not None:
+            card_pictures(final_dir)
+        model_type = accelerator.unwrap_model(model).config.model_type
+        if model_type in MODEL_TYPE_METHODS:
+            write_model_card(final_dir)
+        else:  # a transformers baseline (e.g. ViTMAE beside MCMAE): hfvision has no card template for it
+            logger.warning("no model card in %s: %r is not the model_type of an hfvision method", final_dir, model_type)
         logger.info("final model in %s: %s", final_dir, json.dumps(metrics))
+        if run_config.get("push_to_hub"):
+            uploaded = publish(final_dir, run_config["push_to_hub"], commit_message=f"{Path(output_dir).name} final")
+            logger.info("published %s to %s", ", ".join(uploaded), run_config["push_to_hub"])
     accelerator.wait_for_everyone()
     return final_dir
 

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoModel, pipeline
 
     from hfvision.data import load_image_stream
-    from hfvision.hub.card import render_model_card
+    from hfvision.hub.card import write_model_card
     from hfvision.hub.publish import publish
     from hfvision.models.autolink import draw_keypoint_strip
 
@@ -40,40 +40,18 @@ def main(argv: list[str] | None = None) -> dict:
         "train_autolink.py", "train_autolink_stick_figures.yaml", run_dir, args.max_steps, training_flags
     )
     final_dir = run_dir / "final"
-    metrics, config = results["metrics"], results["config"]
+    metrics = results["metrics"]
 
     step(3, "model card from the measured results")
-    dataset = {"dataset_type": "hfvision/stick-figures", "dataset_name": "Stick figures (held-out)"}
-    keypoints_task = {**dataset, "dataset_split": "eval", "task_type": "keypoint-detection"}
-    eval_results = [
-        {**keypoints_task, "task_name": "Unsupervised keypoints (linear regression)", "metric_type": "nme",
-         "metric_name": "Regressed keypoint error (NME, box diagonal)", "metric_value": metrics["eval/keypoint_nme"]},
-        {**keypoints_task, "task_name": "Unsupervised keypoints (linear regression)", "metric_type": "nme",
-         "metric_name": "Mean-pose baseline (NME)", "metric_value": metrics["eval/mean_pose_nme"]},
-        {**keypoints_task, "task_name": "Skeleton recovery", "metric_type": "precision",
-         "metric_name": "Strongest-edge precision vs true bones (Hungarian)",
-         "metric_value": metrics["eval/edge_precision"]},
-        {**keypoints_task, "task_name": "Skeleton recovery", "metric_type": "recall",
-         "metric_name": "True bones among the strongest edges (nearest joint)",
-         "metric_value": metrics["eval/nearest_joint_bone_recall"]},
-    ]  # fmt: skip
-    card = render_model_card(
-        "autolink",
+    write_model_card(  # the card the run wrote, naming the repo it goes to
+        final_dir,
         model_id=args.repo_id,
-        eval_results=eval_results,
-        training_config=config,
-        datasets=["hfvision/stick-figures"],
-        num_keypoints=config["num_keypoints"],
-        edge_thickness=config["edge_thickness"],
-        graph_lr_scale=config["graph_lr_scale"],
-        keypoints_image="keypoints.png",
         training_data_description=(
             f"Trained for {metrics['global_step']} steps on seeded 32x32 dark-on-light stick figures on "
             "a CPU: a demonstration of the method and its integration, far from the paper's 20,000-step training on "
             "real images."
         ),
     )
-    card.save(final_dir / "README.md")
     print(f"   {final_dir / 'README.md'}", flush=True)
 
     step(4, f"publish {final_dir} -> {args.repo_id}")
@@ -82,7 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     step(5, f"load {args.repo_id} by repo id and detect keypoints on held-out figures")
     model = AutoModel.from_pretrained(args.repo_id)
-    detector = pipeline("keypoint-detection", model=args.repo_id)
+    # as a user without hfvision would: the checkpoint ships the pipeline's code (`custom_pipelines`)
+    detector = pipeline("keypoint-detection", model=args.repo_id, trust_remote_code=True)
     images = [sample["image"] for sample in load_image_stream(str(run_dir / "stick_figures_data"), split="eval")]
     images = images[: args.num_examples]
     results = detector(images)

@@ -9,7 +9,8 @@ model card -> publish -> load by repo id.
    LPS's Gumbel temperature with `GumbelTemperatureCallback` (the official CIFAR-10 step decay, compressed to the
    run: x0.85 every `max_steps / 25` steps, floor 0.025);
 4. evaluate accuracy and circular / standard shift consistency (`shift_consistency` metric) on Fashion-MNIST test
-   images under shifts (o, o), o = 0..8, and draw consistency vs shift for both networks (`lps_shift.png`);
+   images under shifts (o, o), o = 0..8, and draw consistency vs shift for both networks (`lps_shift.png`, in the
+   LPS checkpoint's folder with `training_curves.png`, so both are published with it);
 5. render the model card from the measured numbers (`model_cards/lps.md`) into the LPS checkpoint;
 6. publish it as `org/lps-resnet18-fashion-mnist`;
 7. load it back by repo id with `AutoModelForImageClassification` and `pipeline("image-classification")` and print
@@ -39,7 +40,7 @@ from pathlib import Path
 from types import ModuleType
 
 import yaml
-from demo_common import REPO, accelerate_command, start_local_hub, step
+from demo_common import REPO, accelerate_command, follow_training, plot_training, start_local_hub, step
 
 CONFIG = REPO / "training" / "configs" / "finetune_lps_fashion_mnist.yaml"
 METHODS = ("lps", "stride")  # the learned sampling and its plain-stride baseline
@@ -130,12 +131,14 @@ def train(init: dict[str, Path], run_dir: Path, args: argparse.Namespace, traini
             log,
         )
         print(f"   {method}: training, log in {log.name}", flush=True)
-    for method, (process, log) in processes.items():
-        returncode = process.wait()
+    exit_codes = follow_training(
+        {method: (process, Path(log.name)) for method, (process, log) in processes.items()}, args.max_steps
+    )
+    for method, (_, log) in processes.items():
         log.close()
-        if returncode:
+        if exit_codes[method]:
             tail = Path(log.name).read_text()[-3000:]
-            raise RuntimeError(f"training {method} failed (exit {returncode}):\n{tail}")
+            raise RuntimeError(f"training {method} failed (exit {exit_codes[method]}):\n{tail}")
     return trained
 
 
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
     from hfvision.data.fashion_mnist import load_fashion_mnist
-    from hfvision.hub.card import render_model_card
+    from hfvision.hub.card import DATASETS, render_model_card
     from hfvision.hub.publish import publish
     from hfvision.models.lps import gumbel_tau_buffers
 
@@ -160,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     step(3, f"train both on Fashion-MNIST with the generic Trainer script ({args.max_steps} steps each)")
     trained = train(init, run_dir, args, training_flags)
+    plot_training(trained["lps"], trained["lps"])  # Trainer's trainer_state.json -> training_curves.png
 
     shifts = f"shifts (o, o), o = 0..{args.max_offset}"
     step(4, f"accuracy and shift consistency on {args.eval_samples} test images, {shifts}")
@@ -179,14 +183,15 @@ def main(argv: list[str] | None = None) -> dict:
     print(bench.markdown_table(rows))
     for method, row in rows.items():  # the script's own evaluation of the same images, through the same processor
         print(f"   {method}: accuracy {row['accuracy']:.4f} (training script: {row['script_accuracy']:.4f})")
-    plot = bench.draw_plot(rows, output_dir / "lps_shift.png")
+    plot = bench.draw_plot(rows, trained["lps"] / "lps_shift.png")  # in the published folder, for the card
     print(f"   consistency vs shift: {plot}", flush=True)
     lps = rows["lps"]
     final_tau = float(gumbel_tau_buffers(AutoModelForImageClassification.from_pretrained(trained["lps"]))[0])
     print(f"   LPS Gumbel temperature at the end of training: {final_tau:.4f}", flush=True)
 
     step(5, "model card from the measured results")
-    dataset = {"dataset_type": "fashion_mnist", "dataset_name": "Fashion-MNIST", "dataset_split": "test"}
+    fashion_mnist = DATASETS["fashion_mnist"]
+    dataset = {"dataset_type": fashion_mnist.type, "dataset_name": fashion_mnist.name, "dataset_split": "test"}
     task = {"task_type": "image-classification", "task_name": "Image classification"}
     eval_results = [
         {**task, **dataset, "metric_type": "accuracy", "metric_name": "Top-1 accuracy",
@@ -212,8 +217,12 @@ def main(argv: list[str] | None = None) -> dict:
         "lps",
         model_id=args.repo_id,
         eval_results=eval_results,
+        baselines=[  # the same network with plain striding, trained and evaluated the same way
+            f"stride {stride[key]:.4f}" for key in ("accuracy", "circular_consistency", "standard_consistency")
+        ],
         training_config={key: value for key, value in config.items() if value is not None},
-        datasets=["zalando-datasets/fashion_mnist"],
+        datasets=[fashion_mnist.hub_id],
+        training_data=f"{fashion_mnist.name} ({args.train_samples:,} training images): {fashion_mnist.description}.",
         model_description=(
             f"A narrow LPS-ResNet-18 (CIFAR stem, widths {args.width}-{8 * args.width}, circular padding) trained "
             f"for {args.max_steps} steps on Fashion-MNIST (28x28 grayscale, resized to 32x32 RGB) by "

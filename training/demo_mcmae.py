@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoImageProcessor, AutoModelForPreTraining
 
     from hfvision.data import load_image_stream
-    from hfvision.hub.card import render_model_card
+    from hfvision.hub.card import write_model_card
     from hfvision.hub.publish import publish
 
     run_dir = output_dir / "run"
@@ -44,32 +44,14 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = results["metrics"]
 
     step(3, "model card from the measured results")
-    card = render_model_card(
-        "mcmae",
+    write_model_card(  # the card the run wrote, naming the repo it goes to
+        final_dir,
         model_id=args.repo_id,
-        eval_results=[
-            {
-                "task_type": "masked-image-modeling",
-                "task_name": "Masked image modeling",
-                "dataset_type": "fashion_mnist",
-                "dataset_name": "Fashion-MNIST (test images)",
-                "dataset_split": "test",
-                "metric_type": "loss",
-                "metric_name": "Masked-patch MSE (per-patch normalised pixels)",
-                "metric_value": metrics["eval/reconstruction_loss"],
-            }
-        ],
-        training_config=results["config"],
-        datasets=["fashion_mnist"],
-        architecture="McMaeForPreTraining",
-        mask_ratio=0.75,
-        reconstruction_image="reconstructions.png",
         training_data_description=(
             "Pretrained for a few hundred steps on 28x28 Fashion-MNIST images (resized to 32x32) on a CPU: a "
             "demonstration of the method and its integration, far from the paper's ImageNet-1K pretraining."
         ),
     )
-    card.save(final_dir / "README.md")
     print(f"   {final_dir / 'README.md'}", flush=True)
 
     step(4, f"publish {final_dir} -> {args.repo_id}")

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoModel, pipeline
 
     from hfvision.data import load_image_text_stream
-    from hfvision.hub.card import render_model_card
+    from hfvision.hub.card import write_model_card
     from hfvision.hub.publish import publish
 
     run_dir = output_dir / "run"
@@ -42,25 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = results["metrics"]
 
     step(3, "model card from the measured results")
-    dataset = {"dataset_type": "hfvision/synthetic-scenes", "dataset_name": "Synthetic scenes (held-out)"}
-    eval_results = [
-        {**dataset, "task_type": "zero-shot-image-classification", "task_name": "Zero-shot image classification",
-         "dataset_split": "eval", "metric_type": "accuracy", "metric_name": f"Top-{k} accuracy",
-         "metric_config": f"top{k}", "metric_value": metrics[f"eval/zero_shot_top{k}_accuracy"]}
-        for k in (1, 5)
-    ] + [
-        {**dataset, "task_type": "image-to-text-retrieval", "task_name": "Image-to-text retrieval",
-         "dataset_split": "eval", "metric_type": "recall", "metric_name": "Recall@5", "metric_config": "R@5",
-         "metric_value": metrics["eval/image_to_text_recall@5"]}
-    ]  # fmt: skip
-    card = render_model_card(
-        "pyramidclip",
-        model_id=args.repo_id,
-        eval_results=eval_results,
-        training_config=results["config"],
-        datasets=["hfvision/synthetic-scenes"],
-    )
-    card.save(final_dir / "README.md")
+    write_model_card(final_dir, model_id=args.repo_id)  # the card the run wrote, naming the repo it goes to
     print(f"   {final_dir / 'README.md'}", flush=True)
 
     step(4, f"publish {final_dir} -> {args.repo_id}")

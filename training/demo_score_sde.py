@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     output_dir = Path(args.output_dir).resolve()
     hub = start_local_hub(output_dir)  # before any Hugging Face import
-    from train_score_sde import render_card
     from transformers import AutoModel, pipeline
 
     from hfvision.data import load_manifold
+    from hfvision.hub.card import write_model_card
     from hfvision.hub.publish import publish
     from hfvision.metrics import load_metric
     from hfvision.models.score_sde import plot_samples_on_manifold
@@ -46,9 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics, config = results["metrics"], results["config"]
 
     step(3, "model card from the measured results")
-    render_card(
-        final_dir, metrics, config, args.repo_id, f"circle in R^{config['manifold_ambient_dim']}, fresh samples"
-    )
+    write_model_card(final_dir, model_id=args.repo_id)
     print(f"   {final_dir / 'README.md'}", flush=True)
 
     step(4, f"publish {final_dir} -> {args.repo_id}")

@@ -10,7 +10,7 @@
 4. load it back by repo id with `AutoModel` (the `VattModel` encoder) and rank the held-out captions for a few
    held-out clips with `pipeline("video-text-retrieval")`.
 
-    python training/demo_vatt.py [--output_dir runs/demo_vatt] [--max_steps 300] [other pretraining flags]
+    python training/demo_vatt.py [--output_dir runs/demo_vatt] [--max_steps 3000] [other pretraining flags]
 
 The Hub client variables must be set before `huggingface_hub` is imported, so this file sets them first.
 """
@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     step(4, f"load {args.repo_id} by repo id and rank held-out captions for held-out clips")
     model = AutoModel.from_pretrained(args.repo_id)
-    retriever = pipeline("video-text-retrieval", model=args.repo_id)
+    # as a user without hfvision would: the checkpoint ships the pipeline's code (`custom_pipelines`)
+    retriever = pipeline("video-text-retrieval", model=args.repo_id, trust_remote_code=True)
     shards = sorted(str(path) for path in (run_dir / "synthetic_data" / "eval").glob("*.tar"))
     clips = [clip for clip in load_av_clip_stream(shards).with_format("numpy") if clip["has_text"]]
     captions = sorted({str(clip["caption"]) for clip in clips})

@@ -9,10 +9,13 @@ checkpoint's `AutoProcessor`. Models with LPS layers (`gumbel_tau` buffers) trai
 which anneals the Gumbel-softmax temperature as a function of the global step (`--gumbel_tau_*`; off with
 `--anneal_gumbel_tau false`). The model is evaluated before and after training (top-1 / top-5 accuracy from the
 shipped `zero_shot_accuracy` metric); the final model and its processor are saved with `save_pretrained`
-(safetensors) and the metrics as `eval_results.json` in `--output_dir`. With `--push_to_hub --hub_model_id org/name`
-the final model is published with `hfvision.hub.publish` (safetensors, processor, remote code and Trainer's model
-card, after the same checks as `hfvision publish`), never with Trainer's own push, which uploads the output folder as
-it is, pickles (`training_args.bin`) included; intermediate checkpoints are not pushed.
+(safetensors), the metrics as `eval_results.json`, the run's arguments as `training_config.json` and the model card
+`README.md` (the method's template, `hfvision.hub.card.write_model_card`: the accuracy after fine-tuning beside the
+same model's before, `base_model` when `--model_name_or_path` is a Hub id) in `--output_dir`. With
+`--push_to_hub --hub_model_id org/name` the final model is published with `hfvision.hub.publish` (safetensors,
+processor, remote code and that card, after the same checks as `hfvision publish`), never with Trainer's own push,
+which uploads the output folder as it is, pickles (`training_args.bin`) included, with Trainer's generic card;
+intermediate checkpoints are not pushed.
 
 Data sets (`--dataset`):
 - `fashion_mnist`: the Debian `dataset-fashion-mnist` idx files (`hfvision.data.fashion_mnist`), train / test;
@@ -34,7 +37,8 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -59,6 +63,7 @@ from transformers import (
 
 import hfvision  # noqa: F401  (registers hfvision's models with the Auto classes)
 from hfvision.data.fashion_mnist import load_fashion_mnist
+from hfvision.hub.card import MODEL_TYPE_METHODS, TRAINER_HYPERPARAMETERS, TRAINING_CONFIG_FILE, write_model_card
 from hfvision.hub.publish import check_repo_id, publish
 from hfvision.metrics import load_metric
 from hfvision.models.lps import GumbelTemperatureCallback, gumbel_tau_buffers
@@ -416,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     # The transform needs the image column, which Trainer would otherwise drop as unused by `forward`.
     training_args.remove_unused_columns = False
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    for chatty in ("accelerate", "httpx"):  # per-checkpoint-file and per-request INFO lines
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
     library_log_level = training_args.get_process_log_level()  # transformers' own level unless --log_level is set
     datasets.utils.logging.set_verbosity(library_log_level)
@@ -471,13 +478,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     metrics |= trainer.evaluate()
     trainer.log_metrics("eval", metrics)
 
-    # 5. Save: model + processor (safetensors, remote code), trainer state, eval_results.json.
+    # 5. Save: model + processor (safetensors, remote code), trainer state, eval_results.json, the run's arguments
+    # and the method's model card (never Trainer's generic one).
     trainer.save_model(training_args.output_dir)
     trainer.save_state()
     trainer.save_metrics("eval", metrics)
+    repo_id = training_args.hub_model_id if push_to_hub else None
+    if trainer.is_world_process_zero():
+        run_arguments = {**asdict(model_args), **asdict(data_args)}
+        run_arguments |= {name: getattr(training_args, name, None) for name in TRAINER_HYPERPARAMETERS}
+        run_arguments["push_to_hub"] = repo_id
+        config_path = Path(training_args.output_dir) / TRAINING_CONFIG_FILE
+        config_path.write_text(json.dumps(run_arguments, indent=1, default=str) + "\n")
+        if model.config.model_type in MODEL_TYPE_METHODS:
+            write_model_card(training_args.output_dir)
+        else:  # a transformers baseline (e.g. ViT): hfvision has no card template for it, and publishing refuses
+            logger.warning("no model card: %r is not the model_type of an hfvision method", model.config.model_type)
     if push_to_hub and trainer.is_world_process_zero():
-        repo_id = training_args.hub_model_id
-        trainer.create_model_card(model_name=repo_id.split("/")[-1], finetuned_from=model_args.model_name_or_path)
         uploaded = publish(
             training_args.output_dir,
             repo_id,

@@ -23,7 +23,7 @@ What it does:
    image (same masks at every evaluation, so the numbers compare across steps and runs);
 6. at the end: `save_pretrained` of model + image processor into `output_dir/final` (safetensors) with
    `eval_results.json`, and for MCMAE a reconstruction grid of eval images, `output_dir/final/reconstructions.png`
-   (original / masked / reconstruction / visible + predicted).
+   (columns original / masked / reconstruction / visible + predicted, titled with matplotlib when installed).
 
 The pretrained folder opens with `AutoModelForPreTraining`, and for fine-tuning with `AutoModelForImageClassification`
 (`training/finetune_image_classification.py`; a ViTMAE checkpoint fine-tunes as ViT).
@@ -49,6 +49,7 @@ from hfvision import training
 from hfvision.data import load_image_stream
 from hfvision.data.fashion_mnist import build_fashion_mnist
 from hfvision.models.mcmae import McMaeConfig, McMaeForPreTraining, McMaeImageProcessor, matching_vitmae_config
+from hfvision.plotting import plot_image_grid
 from hfvision.training import StreamDataArguments, StreamTrainingArguments
 
 logger = get_logger(__name__)
@@ -266,8 +267,13 @@ def save_reconstruction_grid(
     model.eval()
     pixel_values = pixel_values[:GRID_IMAGES].to(model.device)
     noise = fixed_noise(pixel_values, model.config.num_patches, 0)[: pixel_values.shape[0]].to(model.device)
-    columns = [pixel_values, *model.reconstruct(pixel_values, noise=noise)]
-    image_processor.reconstruction_grid([column.float().cpu() for column in columns]).save(path)
+    columns = [column.float().cpu() for column in (pixel_values, *model.reconstruct(pixel_values, noise=noise))]
+    titles = ["original", f"masked ({model.config.mask_ratio:.0%})", "reconstruction", "visible + predicted"]
+    try:  # titled columns with matplotlib (the `plots` extra), else the bare grid
+        cells = [image_processor.to_pil_images(column) for column in columns]  # [column][image]
+        plot_image_grid(list(zip(*cells, strict=True)), path, column_titles=titles)
+    except ImportError:
+        image_processor.reconstruction_grid(columns).save(path)
     model.train(was_training)
 
 
@@ -325,10 +331,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         description=f"pretrain {model_args.architecture}",
         run_arguments=run_config,
     )
-    final_dir = training.save_final(accelerator, model, image_processor, output_dir, metrics, run_config)
-    unwrapped = accelerator.unwrap_model(model)
-    if accelerator.is_main_process and batches and isinstance(unwrapped, McMaeForPreTraining):
-        save_reconstruction_grid(unwrapped, image_processor, batches[0], final_dir / "reconstructions.png")
+
+    def card_pictures(final_dir: Path) -> None:
+        unwrapped = accelerator.unwrap_model(model)
+        if batches and isinstance(unwrapped, McMaeForPreTraining):
+            save_reconstruction_grid(unwrapped, image_processor, batches[0], final_dir / "reconstructions.png")
+
+    training.save_final(
+        accelerator, model, image_processor, output_dir, metrics, run_config, card_pictures=card_pictures
+    )
     training.finish(accelerator)
     return metrics
 

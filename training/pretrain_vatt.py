@@ -37,7 +37,9 @@ Deviations from the paper's recipe (also in the model card): synthetic clips ins
 caption per clip (the paper's MIL-NCE uses the neighbouring narrations as extra positives); a word-level tokenizer
 trained on the captions instead of the paper's 2^16-word vocabulary from pretrained word2vec; frames are sampled from
 the whole clip and the audio is the whole clip's soundtrack (no 3.2 s random window inside a longer video); with
-gradient accumulation each micro-batch is its own contrastive batch.
+gradient accumulation each micro-batch is its own contrastive batch. The tiny config crops at least half the frame
+and does not flip (`--crop_min_area 0.5 --horizontal_flip false`): a flip would swap the "left" and "right" that the
+synthetic captions and beeps name, and the paper's 8% crops of a 32-px frame cut the 7-12 px shape out.
 """
 
 from __future__ import annotations
@@ -60,7 +62,6 @@ import hfvision  # noqa: F401  (registers VATT with the Auto classes)
 from hfvision import training
 from hfvision.data import SkipCounter, build_av_clips, load_av_clip_stream
 from hfvision.data.av_clips import draw_av_clips
-from hfvision.hub.card import render_model_card
 from hfvision.metrics import load_metric
 from hfvision.models.vatt import (
     VattConfig,
@@ -126,6 +127,13 @@ class DataArguments(StreamDataArguments):
     synthetic_num_samples: int = field(default=1280, metadata={"help": "Audio samples of a synthetic clip."})
     synthetic_text_fraction: float = field(default=0.8, metadata={"help": "Share of training clips with a caption."})
     synthetic_shards_per_process: int = field(default=2, metadata={"help": "Synthetic tars per training process."})
+    crop_min_area: float = field(
+        default=0.08, metadata={"help": "Smallest area share of the random resized crop (the paper's 0.08)."}
+    )
+    horizontal_flip: bool = field(
+        default=True,
+        metadata={"help": "Random horizontal flip (the paper's); off where left and right carry meaning (synthetic)."},
+    )
 
 
 def parse_args(
@@ -139,6 +147,8 @@ def parse_args(
         raise ValueError("pass either `--synthetic` or `--train_data`, not both")
     if not data_args.synthetic and not data_args.train_data:
         raise ValueError("pass `--train_data` (a folder of `<split>/*.tar` clip shards) or `--synthetic`")
+    if not 0.0 < data_args.crop_min_area <= 1.0:
+        raise ValueError(f"`crop_min_area` must be in (0, 1], got {data_args.crop_min_area}")
     return model_args, data_args, training_args
 
 
@@ -207,10 +217,19 @@ class ClipBatchCollator:
     pass. Clips without a caption get `text_mask` 0 and are left out of the MIL-NCE.
     """
 
-    def __init__(self, processor: VattProcessor, seed: int, augment: bool = True) -> None:
+    def __init__(
+        self,
+        processor: VattProcessor,
+        seed: int,
+        augment: bool = True,
+        crop_min_area: float = 0.08,
+        horizontal_flip: bool = True,
+    ) -> None:
         self.processor = processor
         self.seed = seed
         self.augment = augment
+        self.crop_scale = (crop_min_area, 1.0)
+        self.horizontal_flip = horizontal_flip
         self.epoch = 0
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -222,6 +241,8 @@ class ClipBatchCollator:
             self.processor.image_processor(
                 [list(np.asarray(sample["frames"], dtype=np.uint8)) for sample in samples],  # Arrow gives int64
                 do_augment=self.augment,
+                crop_scale=self.crop_scale,
+                do_flip=self.horizontal_flip,
                 seed=training.batch_seed(self.seed, self.epoch, keys),
                 return_tensors="pt",
             )
@@ -405,37 +426,6 @@ def save_retrieval_examples(
     draw_av_clips(rows, scale=2).save(path)
 
 
-def render_card(final_dir: Path, metrics: dict[str, Any], run_config: dict[str, Any], model_id: str) -> None:
-    """`final_dir/README.md` from `model_cards/vatt.md` with the measured retrieval numbers."""
-    dataset = {
-        "dataset_type": "hfvision/av-clips",
-        "dataset_name": "Synthetic video-audio-text clips (held-out)",
-        "dataset_split": "eval",
-    }
-    rows = [
-        (f"eval/video_to_{target}_recall@{k}", f"video-to-{target}-retrieval", f"Video-to-{target} retrieval", k)
-        for target in ("text", "audio")
-        for k in (1, 5, 10)
-    ]
-    eval_results = [
-        {**dataset, "task_type": task_type, "task_name": task_name, "metric_type": "recall",
-         "metric_name": f"Recall@{k}", "metric_config": f"R@{k}", "metric_value": metrics[key]}
-        for key, task_type, task_name, k in rows
-        if key in metrics
-    ]  # fmt: skip
-    card = render_model_card(
-        "vatt",
-        model_id=model_id,
-        eval_results=eval_results,
-        training_config=run_config,
-        datasets=["hfvision/av-clips"],
-        examples_image="retrieval_examples.png" if (final_dir / "retrieval_examples.png").exists() else None,
-        training_steps=metrics.get("global_step"),
-        modality_agnostic=bool(run_config.get("model_preset", "").startswith("vatt-ma")),
-    )
-    card.save(final_dir / "README.md")
-
-
 # --- main ----------------------------------------------------------------------------------------------------------
 
 
@@ -470,7 +460,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     optimizer, lr_scheduler = training.build_optimizer(model, training_args)
 
     # 3. Training stream: prepare() gives each rank whole shards; a checkpoint restores everything.
-    collator = ClipBatchCollator(processor, seed=training_args.seed)
+    collator = ClipBatchCollator(
+        processor,
+        seed=training_args.seed,
+        crop_min_area=data_args.crop_min_area,
+        horizontal_flip=data_args.horizontal_flip,
+    )
     model, optimizer, stream, global_step = training.prepare_stream(
         accelerator,
         model,
@@ -512,12 +507,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
 
     # 6. Final model, processor, results, picture and card.
-    final_dir = training.save_final(accelerator, model, processor, output_dir, metrics, run_config)
-    if accelerator.is_main_process:
+    def card_pictures(final_dir: Path) -> None:
         if eval_clips:
             unwrapped = accelerator.unwrap_model(model)
             save_retrieval_examples(unwrapped, processor, eval_clips, final_dir / "retrieval_examples.png", batch_size)
-        render_card(final_dir, metrics, run_config, model_args.hub_model_id)
+
+    training.save_final(accelerator, model, processor, output_dir, metrics, run_config, card_pictures=card_pictures)
     training.finish(accelerator)
     return metrics
 

@@ -26,7 +26,8 @@ What it does:
    true bones (`skeleton_recovery`, with the bones of the data folder's `skeleton.json`: Hungarian-matched precision
    and the nearest-joint bone recall);
 6. at the end: `save_pretrained` of model + processor into `output_dir/final` with `eval_results.json` and
-   `keypoints.png`, held-out images with their keypoints and the learned skeleton drawn on them.
+   `keypoints.png`, held-out images with their keypoints and the learned skeleton drawn on them, and
+   `edge_weights.png`, the learned graph as a heatmap (with matplotlib, the `plots` extra).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from hfvision.models.autolink import (
     AutoLinkImageProcessor,
     draw_keypoint_strip,
 )
+from hfvision.plotting import plot_matrix
 from hfvision.training import StreamDataArguments, StreamTrainingArguments
 
 logger = get_logger(__name__)
@@ -296,6 +298,12 @@ def save_overlays(
     model.train(was_training)
 
 
+def save_graph_plot(model: AutoLinkForSelfSupervisedKeypoints, path: Path) -> None:
+    """The learned graph as a heatmap: the weight of every keypoint pair (matplotlib, the `plots` extra)."""
+    weights = model.autolink.graph().detach().float().cpu()  # (K, K), symmetric, zero diagonal
+    plot_matrix(weights, path, title="learned graph: edge weight of each keypoint pair", colorbar_label="weight")
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the training; returns the final metrics (eval metrics on the main process)."""
     model_args, data_args, training_args = parse_args(argv)
@@ -357,9 +365,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         description="train autolink",
         run_arguments=run_config,
     )
-    final_dir = training.save_final(accelerator, model, processor, output_dir, metrics, run_config)
-    if accelerator.is_main_process and eval_data is not None:
-        save_overlays(accelerator.unwrap_model(model), processor, eval_data, final_dir / "keypoints.png")
+
+    def card_pictures(final_dir: Path) -> None:
+        if eval_data is not None:
+            save_overlays(accelerator.unwrap_model(model), processor, eval_data, final_dir / "keypoints.png")
+        try:
+            save_graph_plot(accelerator.unwrap_model(model), final_dir / "edge_weights.png")
+        except ImportError as error:  # matplotlib is optional
+            logger.warning("no edge_weights.png: %s", error)
+
+    training.save_final(accelerator, model, processor, output_dir, metrics, run_config, card_pictures=card_pictures)
     training.finish(accelerator)
     return metrics
 

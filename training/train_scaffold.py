@@ -10,7 +10,8 @@ Usage (a YAML file gives defaults, flags override them)::
 What it does:
 1. data: scikit-learn's digits as WebDataset shards (`hfvision.data.build_digits`, 1000 train / 300 valid / 497 test)
    in `--data_dir` (written there when missing), read with `load_image_stream` and the image processor (8x8 gray,
-   mean = std = 0.5); the student learns from `--num_student_examples` train images chosen with `--seed`;
+   mean = std = 0.5); the student learns from `--num_student_examples` train images chosen with `--seed`, starting
+   from PyTorch's default layer init (`--student_init torch`; `vit`: ViT's normal init, `--student_init_range`);
 2. teacher: `--teacher_name_or_path`, or fitted here (AdamW `--teacher_lr`, `--teacher_epochs`, clip 5) and saved to
    `output_dir/teacher` (a resumed run reuses it);
 3. SMaT (`hfvision.models.scaffold.SmatTrainer`): per batch a student SGD step on teacher labels +
@@ -46,7 +47,7 @@ from transformers import pipeline
 
 import hfvision  # noqa: F401  (registers the Scaffold ViT, the explainer and the pipeline)
 from hfvision.data import build_digits, load_image_stream
-from hfvision.hub.card import render_model_card
+from hfvision.hub.card import write_model_card
 from hfvision.metrics import load_metric
 from hfvision.models.scaffold import (
     AttentionExplainer,
@@ -58,6 +59,7 @@ from hfvision.models.scaffold import (
     SmatConfig,
     SmatTrainer,
     predict_logits,
+    reset_layer_init_,
 )
 from hfvision.training import parse_args
 
@@ -81,7 +83,15 @@ class ScaffoldArguments:
     student_epochs: int = field(default=60, metadata={"help": "Student epochs (best validation epoch kept)."})
     student_batch_size: int = field(default=16, metadata={"help": "Student (and meta validation) batch size."})
     student_lr: float = field(default=0.05, metadata={"help": "Student SGD learning rate."})
-    student_init_range: float = field(default=0.1, metadata={"help": "Std of the fresh student's initialisation."})
+    student_init: str = field(
+        default="torch",
+        metadata={
+            "help": "Fresh student init: 'torch' (PyTorch's default layer init) or 'vit' (normal, student_init_range)."
+        },
+    )
+    student_init_range: float = field(
+        default=0.1, metadata={"help": "Std of ViT's normal init of the student (all of it with student_init 'vit')."}
+    )
     explanation_coeff: float | None = field(
         default=None, metadata={"help": "beta (default: 5 for attention, 0.2 for gradient explainers, 0 for none)."}
     )
@@ -93,6 +103,8 @@ class ScaffoldArguments:
     stop_after_epoch: int | None = field(default=None, metadata={"help": "Stop (as if interrupted) after epoch N."})
 
     def __post_init__(self) -> None:
+        if self.student_init not in ("torch", "vit"):
+            raise ValueError(f"`student_init` must be 'torch' or 'vit', got {self.student_init!r}.")
         if self.teacher_explainer not in EXPLAINERS:
             raise ValueError(f"`teacher_explainer` must be one of {EXPLAINERS}, got {self.teacher_explainer!r}.")
         for name in ("teacher_epochs", "num_student_examples", "student_epochs", "student_batch_size"):
@@ -178,7 +190,10 @@ class StudentRun:
         torch.manual_seed(1000 + args.seed)  # the same student init in every condition
         student_config = copy.deepcopy(teacher.config)
         student_config.initializer_range = args.student_init_range
-        self.student = ScaffoldVitForImageClassification(student_config).to(device)
+        self.student = ScaffoldVitForImageClassification(student_config)
+        if args.student_init == "torch":
+            reset_layer_init_(self.student)
+        self.student = self.student.to(device)
         self.student_explainer = AttentionExplainer(AttentionExplainerConfig.for_model(student_config)).to(device)
         self.teacher_explainer = build_teacher_explainer(name, teacher)
         beta = args.explanation_coeff if args.explanation_coeff is not None and name != "none" else default_beta(name)
@@ -380,51 +395,19 @@ def save_final(
         weights = run.teacher_explainer.head_weights().detach().cpu().double().numpy()
         head_weights = np.round(weights.reshape(-1, teacher.config.num_attention_heads), 3).tolist()
         results["teacher_head_weights"] = head_weights
+    # the run's arguments travel with the results: the cards (and `hfvision card`) read them from eval_results.json
+    results["config"] = {key: value for key, value in asdict(args).items() if key != "resume_from_checkpoint"}
     (final_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
-
-    eval_results = [
-        {
-            "task_type": "image-classification",
-            "task_name": "Image classification (teacher)",
-            "dataset_type": "sklearn-digits",
-            "dataset_name": "scikit-learn digits",
-            "dataset_split": "test",
-            "metric_type": "accuracy",
-            "metric_value": results["teacher_test_accuracy"],
-        }
-    ]
-    for name in [args.teacher_explainer, *args.baseline_list]:
-        if name in results and isinstance(results[name], dict):
-            eval_results.append(
-                {
-                    "task_type": "image-classification",
-                    "task_name": f"Student simulability ({name} explainer)",
-                    "dataset_type": "sklearn-digits",
-                    "dataset_name": "scikit-learn digits",
-                    "dataset_split": "test",
-                    "metric_type": "simulability",
-                    "metric_name": f"simulability ({name})",
-                    "metric_value": results[name]["test_simulability"],
-                }
+    contents = {
+        "teacher": None,  # the template's default: the classifier, its processor and the pipeline
+        "teacher_explainer": "the teacher's meta-learned attention explainer: one head-coefficient vector",
+        "student": "a student ViT trained to simulate the teacher (no pipeline code)",
+    }
+    for folder, repo_contents in contents.items():
+        if (final_dir / folder).is_dir():
+            write_model_card(
+                final_dir / folder, model_id=f"local/{final_dir.parent.name}-{folder}", repo_contents=repo_contents
             )
-    config = {key: value for key, value in asdict(args).items() if key not in ("output_dir", "resume_from_checkpoint")}
-    for folder, architecture, model_type in (
-        ("teacher", "ScaffoldVitForImageClassification", "scaffold_vit"),
-        ("teacher_explainer", "AttentionExplainer", "scaffold_attention_explainer"),
-    ):
-        if not (final_dir / folder).is_dir():
-            continue
-        card = render_model_card(
-            "scaffold",
-            model_id=f"{folder}",
-            eval_results=eval_results,
-            training_config=config,
-            datasets=[],
-            architecture=architecture,
-            model_type=model_type,
-            head_weights=head_weights,
-        )
-        card.save(final_dir / folder / "README.md")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,6 @@ from hfvision.data import (
     load_points,
 )
 from hfvision.data.manifold_points import MANIFOLD_KINDS, make_manifold, manifold_spec
-from hfvision.hub.card import render_model_card
 from hfvision.metrics import load_metric
 from hfvision.models.pyramidclip.image_processing_pyramidclip import to_8bit_images
 from hfvision.models.score_sde import (
@@ -379,54 +378,6 @@ def evaluate_samples(
     return metrics
 
 
-def render_card(
-    final_dir: Path,
-    metrics: dict[str, Any],
-    run_config: dict[str, Any],
-    model_id: str,
-    data_name: str,
-    dataset_type: str = "hfvision/manifold-points",
-    image_data: bool = False,
-) -> None:
-    """The model card (`model_cards/score_sde.md`) with the measured numbers, each beside the statement it tests."""
-    dataset = {"dataset_type": dataset_type, "dataset_name": data_name}
-    task = {**dataset, "task_type": "unconditional-sample-generation"}
-    rows = [
-        ("eval/distance_median", "Support found (Thm: finite error energy -> output ~ data law)", "distance_median",
-         "Median distance of samples to the manifold"),
-        ("eval/within_0.03", "Support found (Thm: finite error energy -> output ~ data law)", "within_0.03",
-         "Fraction of samples within 3e-2 of the manifold"),
-        ("eval/angle_chi2", "Weights (horizon T / start law change weights, not support)", "angle_chi2",
-         "Chi-square of the angle histogram vs uniform (15 dof)"),
-        ("eval/fraction_within_delta", "Memorisation (score close to the empirical score -> training points)",
-         "fraction_within_delta", "Fraction of samples within delta of a training point"),
-        ("eval/chance_fraction_within_delta", "Memorisation (score close to the empirical score -> training points)",
-         "chance_fraction_within_delta", "Same fraction for fresh points of the law (chance)"),
-        ("eval/error_energy_vs_empirical", "Memorisation vs generalisation (Girsanov energy)",
-         "error_energy_vs_empirical", "Score-error energy against the empirical score down to sigma_min"),
-        ("eval/dsm_loss", "Denoising score matching", "dsm_loss", "Held-out DSM loss (fixed noise)"),
-    ]  # fmt: skip
-    eval_results = [
-        {**task, "task_name": task_name, "metric_type": metric_type, "metric_name": metric_name,
-         "metric_value": metrics[key]}
-        for key, task_name, metric_type, metric_name in rows
-        if key in metrics
-    ]  # fmt: skip
-    card = render_model_card(
-        "score_sde",
-        model_id=model_id,
-        eval_results=eval_results,
-        training_config=run_config,
-        datasets=[dataset_type],
-        data_description=data_name,
-        samples_image="samples.png" if (final_dir / "samples.png").exists() else None,
-        training_steps=metrics.get("global_step"),
-        image_data=image_data,
-    )
-    card.data.pipeline_tag = TASK
-    card.save(final_dir / "README.md")
-
-
 def train_on_images(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -486,15 +437,14 @@ def train_on_images(
     data_dim = int(np.prod(config.data_shape))  # the pipeline only uses it on points; identity for images in [0, 1]
     feature_extractor = ScoreSdeFeatureExtractor(data_dim=data_dim)
     generator_pipeline = pipeline(TASK, model=unwrapped, feature_extractor=feature_extractor, device=unwrapped.device)
-    final_dir = training.save_final(accelerator, model, generator_pipeline, output_dir, metrics, run_config)
-    if accelerator.is_main_process:
+
+    def card_pictures(final_dir: Path) -> None:
         if "samples" in last_samples:
             make_image_grid(last_samples["samples"][:64]).save(final_dir / "samples.png")
-        name = f"{Path(data_args.train_data).name} images, {config.num_channels} x {config.image_size}^2"
-        render_card(
-            final_dir, metrics, run_config, f"local/{output_dir.name}", name, "hfvision/image-stream", image_data=True
-        )
-    accelerator.wait_for_everyone()
+
+    training.save_final(
+        accelerator, model, generator_pipeline, output_dir, metrics, run_config, card_pictures=card_pictures
+    )
     training.finish(accelerator)
     return metrics
 
@@ -561,8 +511,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     unwrapped = accelerator.unwrap_model(model)
     feature_extractor = ScoreSdeFeatureExtractor(data_dim=unwrapped.config.data_dim)  # identity: unit-scale data
     generator_pipeline = pipeline(TASK, model=unwrapped, feature_extractor=feature_extractor, device=unwrapped.device)
-    final_dir = training.save_final(accelerator, model, generator_pipeline, output_dir, metrics, run_config)
-    if accelerator.is_main_process:
+
+    def card_pictures(final_dir: Path) -> None:
         manifold = load_manifold(data.manifold_spec)
         if "samples" in last_samples:
             samples = last_samples["samples"]
@@ -576,11 +526,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 series, manifold.isometry, distances, radius=data_args.manifold_radius, title=title
             ).save(final_dir / "samples.png")
         (final_dir / "manifold.json").write_text(json.dumps(data.manifold_spec) + "\n")
-        name = f"{data_args.manifold} in R^{manifold.ambient_dim}, " + (
-            "fresh samples" if data.training_points is None else f"{len(data.training_points)} training points"
-        )
-        render_card(final_dir, metrics, run_config, f"local/{output_dir.name}", name)
-    accelerator.wait_for_everyone()
+
+    training.save_final(
+        accelerator, model, generator_pipeline, output_dir, metrics, run_config, card_pictures=card_pictures
+    )
     training.finish(accelerator)
     return metrics
 

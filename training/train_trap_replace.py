@@ -14,8 +14,9 @@ What it does:
 1. data (`--backdoor_data`, built there if missing): Fashion-MNIST from Debian's idx files zero-padded to 32x32
    (`--dataset fashion_mnist`) or seeded synthetic class images (`--dataset synthetic`, for tests), attacked with
    `hfvision.data.BackdoorAttack` (`--trigger`, `--target_label`, `--poison_ratio`, `--holdout_ratio`,
-   `--selection`): parquet splits `train` (poisoned), `holdout` (clean, the last images), `eval` (clean test) and
-   `triggered` (every non-target test image stamped), plus `attack.json` with the poisoned rows;
+   `--selection`): the training streams `train` (poisoned) and `holdout` (clean, the last images) as lossless PNG
+   WebDataset shards (`hfvision.data.write_shards`), the test sets `eval` (clean) and `triggered` (every non-target
+   test image stamped) as parquet, plus `attack.json` with the poisoned rows;
 2. `--stage trap`: the model from `--model_preset` (stage-1 loss CE + lambda MSE + mu TV) on `train`, with the
    official RandomCrop(32, padding 4) + horizontal flip; `--stage replace`: `--model_name_or_path`'s stem,
    `replace_head()`, trained on `holdout` with CutMix (beta 1, always on) and label smoothing 0.1 (the official
@@ -50,7 +51,7 @@ from torch import nn
 
 import hfvision  # noqa: F401  (registers Trap and Replace with the Auto classes)
 from hfvision import training
-from hfvision.data import BackdoorAttack
+from hfvision.data import BackdoorAttack, write_shards
 from hfvision.data.backdoor import TRIGGERS
 from hfvision.data.fashion_mnist import FASHION_MNIST_CLASS_NAMES, load_fashion_mnist
 from hfvision.metrics import load_metric
@@ -168,7 +169,8 @@ def zero_pad(dataset: datasets.Dataset, image_size: int) -> datasets.Dataset:
 
 
 def prepare_backdoor_data(data_args: DataArguments, folder: Path, accelerator: Accelerator) -> dict[str, Any]:
-    """Writes the attacked splits as parquet shards under `folder` (main process, once) and returns `attack.json`."""
+    """Writes the attacked splits under `folder` (main process, once: PNG tars for training, parquet for testing) and
+    returns `attack.json`."""
     attack = BackdoorAttack(
         trigger=data_args.trigger,
         target_label=data_args.target_label,
@@ -178,6 +180,7 @@ def prepare_backdoor_data(data_args: DataArguments, folder: Path, accelerator: A
         seed=data_args.attack_seed,
     )
     wanted = {
+        "format": "webdataset",
         "attack": asdict(attack),
         "dataset": data_args.dataset,
         "num_train": data_args.num_train,
@@ -200,13 +203,20 @@ def prepare_backdoor_data(data_args: DataArguments, folder: Path, accelerator: A
             "triggered": attack.triggered_test_set(test),
         }
         for name, split in splits.items():
-            split = split.add_column("key", [f"{name}-{index:05d}" for index in split["index"]])
-            shards = data_args.num_shards if name in ("train", "holdout") else 1
-            per_shard = len(split) // shards
-            (folder / name).mkdir(parents=True, exist_ok=True)
-            for shard in range(shards):
-                rows = range(shard * per_shard, (shard + 1) * per_shard if shard < shards - 1 else len(split))
-                split.select(rows).to_parquet(str(folder / name / f"{shard:05d}.parquet"))
+            keys = [f"{name}-{index:05d}" for index in split["index"]]
+            if name in ("eval", "triggered"):  # read whole, once, by `load_eval_data`
+                (folder / name).mkdir(parents=True, exist_ok=True)
+                split.add_column("key", keys).to_parquet(str(folder / name / "00000.parquet"))
+                continue
+            # Training streams as WebDataset tars: `datasets`' parquet streams sleep 5 s after every pass (a pyarrow
+            # thread-shutdown workaround), which is most of a stage-2 epoch on a 600-image holdout.
+            if len(split) % data_args.num_shards:
+                raise ValueError(
+                    f"the {name} split's {len(split)} images do not divide into `--num_shards` "
+                    f"{data_args.num_shards} equal shards; pick another `--num_shards` or `--num_train`"
+                )
+            samples = ({**row, "__key__": key} for row, key in zip(split, keys, strict=True))
+            write_shards(samples, folder / name, data_args.num_shards, num_samples=len(split), image_format="png")
         train_split = poisoned["train"]
         record = {
             **wanted,
@@ -220,7 +230,9 @@ def prepare_backdoor_data(data_args: DataArguments, folder: Path, accelerator: A
     record = json.loads(manifest.read_text())
     differing = [key for key, value in wanted.items() if record.get(key) != json.loads(json.dumps(value))]
     if differing:
-        raise ValueError(f"{folder} holds data of another attack or size ({differing} differ); pick another folder")
+        raise ValueError(
+            f"{folder} holds data of another attack, size or format ({differing} differ); pick another folder"
+        )
     return record
 
 
@@ -373,40 +385,6 @@ def build_model(
     return model, processor
 
 
-def write_model_card(
-    final_dir: Path, model_args: ModelArguments, data_args: DataArguments, metrics: dict[str, Any], config: dict
-) -> None:
-    from hfvision.hub.card import render_model_card
-
-    dataset_name = "Fashion-MNIST 32x32" if data_args.dataset == "fashion_mnist" else "synthetic stripes"
-    results = [
-        {
-            "task_type": "image-classification",
-            "task_name": f"Image classification under a {data_args.trigger} backdoor",
-            "dataset_type": data_args.dataset,
-            "dataset_name": f"{dataset_name} ({data_args.trigger}, {data_args.poison_ratio:.0%} poisoned)",
-            "dataset_split": split,
-            "metric_type": metric,
-            "metric_name": name,
-            "metric_value": metrics[f"eval/{metric}"],
-        }
-        for metric, name, split in (
-            ("clean_accuracy", "clean accuracy", "test"),
-            ("attack_success_rate", "attack success rate", "test (triggered, non-target)"),
-        )
-    ]
-    card = render_model_card(
-        "trap_replace",
-        model_id=model_args.hub_model_id,
-        eval_results=results,
-        training_config=config,
-        datasets=[],
-        stage=model_args.stage,
-        trigger=data_args.trigger,
-    )
-    card.save(final_dir / "README.md")
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs one stage; returns the final metrics (eval metrics on the main process)."""
     model_args, data_args, training_args = parse_args(argv)
@@ -470,9 +448,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         description=f"trap and replace: {model_args.stage}",
         run_arguments=run_config,
     )
-    final_dir = training.save_final(accelerator, model, processor, output_dir, metrics, run_config)
-    if accelerator.is_main_process:
-        write_model_card(final_dir, model_args, data_args, metrics, run_config)
+    training.save_final(accelerator, model, processor, output_dir, metrics, run_config)
     training.finish(accelerator)
     return metrics
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from datasets.utils.file_utils import xopen
 from PIL import Image
+from tqdm.auto import tqdm
 
 from ..models.pyramidclip.image_processing_pyramidclip import to_8bit_images
 from .synthetic_scenes import SyntheticScenes
@@ -140,6 +141,8 @@ def write_shards(
     paths: list[str] = []
     sample_iterator = iter(samples)
     seen_keys: set[str] = set()
+    # building a dataset takes a while (drawing, encoding): show it
+    progress = tqdm(total=per_shard * num_shards, desc=f"writing {out_dir.name}", unit="sample", leave=False)
     for shard_index in range(num_shards):
         final_path = out_dir / f"{shard_index:05d}.tar"
         temporary_path = final_path.with_suffix(".tar.tmp")
@@ -169,8 +172,10 @@ def write_shards(
                     _add_member(archive, f"{key}.txt", str(sample["caption"]).encode("utf-8"))
                 metadata = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=_json_default)
                 _add_member(archive, f"{key}.json", metadata.encode("utf-8"))
+                progress.update()
         os.replace(temporary_path, final_path)
         paths.append(str(final_path))
+    progress.close()
     return paths
 
 

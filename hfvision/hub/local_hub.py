@@ -23,7 +23,8 @@ Access control (as on the Hub, with tokens fixed when the server starts):
   segments, control characters, a `.git` segment, segments over 255 bytes or paths over 1000 bytes (400). Malformed
   JSON, NDJSON or `Content-Length` answer 400, never 500.
 
-Endpoints implemented (`{type}` is `models` or `datasets`; `[datasets/]` is present for dataset repos only):
+Endpoints implemented (`{type}` is `models`, `datasets` or `spaces`; `[datasets/]` is `datasets/` or `spaces/` for
+those repos and absent for models):
 
 * `POST /api/repos/create` (409 on a duplicate; the client's `exist_ok` turns it into success; `private` /
   `visibility` honoured), `DELETE /api/repos/delete`
@@ -50,14 +51,15 @@ Errors carry `X-Error-Code` (`RepoNotFound`, `RevisionNotFound`, `EntryNotFound`
 
 Not implemented: gated repos, token scopes (every token may read and write its namespaces), rate limits, TLS (keep
 the default loopback bind), changing a repo's visibility after creation, Xet (uploads need `HF_HUB_DISABLE_XET=1`),
-tags, pull requests (`create_pr`), Spaces, repo search and listing, multipart LFS, pagination (every listing is one
+tags, pull requests (`create_pr`), running Spaces (a space repo is stored and served as files only, which is what
+`evaluate.load("org/metric")` reads), repo search and listing, multipart LFS, pagination (every listing is one
 page), redirects, repo ids without a namespace. A revision is a branch name or a full 40-hex commit sha. File `oid`s
 follow git (blob SHA-1 of the content, or of the LFS pointer), but commit and folder ids are SHA-1s of this store's
 own records, not git objects. A new repo starts, as on the Hub, with an "initial commit" holding a `.gitattributes`.
 
 Store layout (plain files, persistent across restarts):
 
-    <store>/<models|datasets>/<org>/<name>/commits.jsonl    the repo's log, oldest first: its settings, commits
+    <store>/<models|datasets|spaces>/<org>/<name>/commits.jsonl    the repo's log, oldest first: its settings, commits
                                                             (each with the full manifest {path: {sha256, size,
                                                             oid, lfs}} of its tree and the branch it moved) and
                                                             branch creations / deletions. Rewritten whole through a
@@ -271,7 +273,7 @@ class Repo:
         self.kind, self.repo_id, self.author = kind, repo_id, namespace
         self.dir = store_dir / kind / namespace / name
         self.log = self.dir / "commits.jsonl"
-        self.url_prefix = "datasets/" if kind == "datasets" else ""
+        self.url_prefix = "" if kind == "models" else f"{kind}/"
 
     @property
     def exists(self) -> bool:
@@ -551,8 +553,11 @@ def _metadata_errors(content: str) -> tuple[list[str], list[str]]:
 
 
 _REPO = r"(?P<org>[^/]+)/(?P<name>[^/]+)"
-_API = rf"/api/(?P<kind>models|datasets)/{_REPO}"
-_GIT = rf"/(?:(?P<kind>datasets)/)?{_REPO}"
+# The `type` of create/delete requests -> the store's folder; spaces only as file repos (e.g. `evaluate` metric
+# modules, which `evaluate.load("org/name")` reads from /spaces/org/name/resolve/...), nothing is run.
+_REPO_KINDS = {None: "models", "model": "models", "dataset": "datasets", "space": "spaces"}
+_API = rf"/api/(?P<kind>models|datasets|spaces)/{_REPO}"
+_GIT = rf"/(?:(?P<kind>datasets|spaces)/)?{_REPO}"
 # (methods, pattern on the still-quoted URL path, handler method name); the first match wins.
 _ROUTES = [
     (("POST",), r"/api/repos/create", "_create_repo"),
@@ -762,7 +767,7 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     def _create_repo(self) -> None:
         payload = self._json_object()
-        kind = {None: "models", "model": "models", "dataset": "datasets"}.get(payload.get("type"))
+        kind = _REPO_KINDS.get(payload.get("type"))
         if kind is None:
             raise HubError(400, f"Repo type {str(payload.get('type'))[:50]!r} is not supported by the local hub")
         if self.user is None:
@@ -781,7 +786,7 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     def _delete_repo(self) -> None:
         payload = self._json_object()
-        kind = "datasets" if payload.get("type") == "dataset" else "models"
+        kind = _REPO_KINDS.get(payload.get("type"), "models")
         if self.user is None:
             raise HubError(401, "A token is required to delete a repo: send Authorization: Bearer <token>")
         namespace = payload.get("organization") or self.user.name

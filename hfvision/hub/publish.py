@@ -314,7 +314,10 @@ def publish(
         if "README.md" not in files:
             message = f"{checkpoint_dir} has no README.md model card and none was given"
             if not allow_no_card:
-                raise ValueError(f"{message}; write one (hfvision.hub.card) or pass allow_no_card / --allow-no-card")
+                raise ValueError(
+                    f"{message}; render one with `hfvision card {checkpoint_dir}` (hfvision.hub.card.write_model_card) "
+                    "or pass allow_no_card / --allow-no-card"
+                )
             warnings.warn(f"{message}: the repo will have no model card", stacklevel=2)
         pickles = [name for name in files if name.endswith(PICKLE_SUFFIXES)]
         if pickles:  # build_hub_folder copies none; this guards the upload against any later change to it

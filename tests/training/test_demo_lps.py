@@ -42,8 +42,9 @@ def test_demo_trains_measures_publishes_and_loads_by_repo_id(tmp_path):
     assert float(summary[2]) == 1.0
     assert "| stride |" in out  # the baseline's row of the table
 
-    with Image.open(tmp_path / "lps_shift.png") as plot:
+    with Image.open(tmp_path / "run" / "lps" / "lps_shift.png") as plot:  # published with the checkpoint
         assert plot.format == "PNG" and plot.width > 400
+    assert "lps_shift.png" in out  # listed among the uploaded files
     # the published folder carries the image processor in transformers 5's nested layout (no prompt, see
     # tests/models/lps/test_remote_code_lps.py) and the annealing schedule reached the LPS run
     assert "processor_config.json" in out and "preprocessor_config.json" not in out

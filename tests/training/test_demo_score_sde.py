@@ -34,7 +34,8 @@ def test_demo_trains_measures_publishes_and_loads_by_repo_id(tmp_path):
     assert "preprocessor_config.json" in out and "pipeline_score_sde.py" in out and "samples.png" in out
 
     card = ModelCard.load(tmp_path / "run" / "final" / "README.md")
-    assert card.data.pipeline_tag == "unconditional-sample-generation"
+    # the sample-generation pipeline is custom (remote code): no Hub task tag fits points, so the card claims none
+    assert card.data.pipeline_tag is None and "unconditional-sample-generation" in card.text
     measured = {result.metric_type: result.metric_value for result in card.data.eval_results}
     summary = re.search(r"at training end ([\d.]+) and ([\d.]+)%", out)
     assert summary and float(summary[1]) == pytest.approx(measured["distance_median"], abs=1e-4)

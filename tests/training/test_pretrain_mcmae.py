@@ -59,8 +59,8 @@ def test_pretraining_lowers_the_masked_loss_and_saves_a_loadable_checkpoint_with
     assert isinstance(model, McMaeForPreTraining)
     weights = load_file(final / "model.safetensors")
     assert all(torch.equal(weights[name], value) for name, value in model.state_dict().items() if name in weights)
-    with Image.open(final / "reconstructions.png") as grid:  # 8 rows of 4 columns of 32-pixel cells, 2-pixel gaps
-        assert grid.size == (4 * 34 + 2, 8 * 34 + 2)
+    with Image.open(final / "reconstructions.png") as grid:  # 8 rows of 4 titled columns (matplotlib)
+        assert grid.format == "PNG" and grid.size[1] > 1.5 * grid.size[0]
     results = json.loads((final / "eval_results.json").read_text())
     assert results["metrics"]["eval/reconstruction_loss"] == metrics["eval/reconstruction_loss"]
     log = [json.loads(line) for line in (tmp_path / "log_history.jsonl").read_text().splitlines()]

@@ -100,6 +100,8 @@ def test_load_clip_stream_rejects_a_folder_without_shards(tmp_path):
         script.load_clip_stream(str(tmp_path), "train")
     with pytest.raises(ValueError, match="--synthetic"):
         script.parse_args(["--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="crop_min_area"):
+        script.parse_args(["--output_dir", str(tmp_path), "--synthetic", "--crop_min_area", "0"])
 
 
 def test_retrieval_ground_truth_groups_clips_by_the_attributes_a_modality_carries():

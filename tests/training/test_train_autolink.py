@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from transformers import AutoModel, pipeline
 
-from hfvision.models.autolink import AutoLinkModel
+from hfvision.models.autolink import AutoLinkModel, KeypointDetectionPipeline
 from tests.training.conftest import TRAINING, load_training_script, one_thread
 
 TINY_ARGS = [
@@ -49,12 +49,14 @@ def test_final_checkpoint_loads_by_auto_class_and_pipeline_and_draws_the_skeleto
     with torch.no_grad():
         keypoints = model(pixel_values=torch.zeros(1, 3, 32, 32)).keypoints
     assert keypoints.shape == (1, 7, 2) and keypoints.abs().max() <= 1
-    detector = pipeline("keypoint-detection", model=str(final))
+    detector = pipeline("keypoint-detection", model=str(final), pipeline_class=KeypointDetectionPipeline)
     image = Image.new("RGB", (48, 40), (30, 90, 160))
     (result,) = detector([image])
     points = torch.tensor(result["keypoints"])  # pixel (x, y) inside the 48 x 40 image
     assert points.shape == (7, 2) and points.min() >= 0
     assert points[:, 0].max() <= 47 and points[:, 1].max() <= 39
+    with Image.open(final / "edge_weights.png") as graph:  # the learned 7 x 7 graph as a heatmap (matplotlib)
+        assert graph.format == "PNG"
     with Image.open(final / "keypoints.png") as strip:  # 8 held-out 32-pixel figures side by side, drawn 4x larger
         assert strip.size == (8 * 130 + 2, 132)
 

@@ -21,6 +21,13 @@ between their joints. The paper reports skeletons qualitatively; these numbers a
   sits on (say a head 3 pixels from the neck) to a keypoint elsewhere, which turns that keypoint's edges into wrong
   ones; this reading does not.
 
+Chance levels, computed exactly (not sampled): `edge_precision_chance` and `nearest_joint_bone_recall_chance` are
+the expected scores of a graph whose K(K-1)/2 edge weights are i.i.d. continuous random numbers (a uniformly random
+ranking of the keypoint pairs) on the same keypoints, a graph that knows nothing of the figures. For the Hungarian
+reading that is the number of evaluable bones over the number of candidate pairs (6 / 21 = 0.286 for 7 keypoints on
+a 7-joint, 6-bone tree). For the nearest-joint reading a joint pair read from n keypoint pairs keeps the largest of n
+random weights, so pairs read many times rank high more often; `top_group_probabilities` integrates that exactly.
+
 Unmatched keypoints (K > J) and their edges are left out of the Hungarian scores; a keypoint that relays a bone (a
 learned elbow between hand and shoulder) therefore hides that bone. Predictions and references must be in the same
 frame for the distances to mean anything: convert the model's normalised keypoints to pixels first
@@ -34,7 +41,8 @@ import numpy as np
 _DESCRIPTION = """\
 Skeleton recovery: match learned keypoints to ground-truth joints (Hungarian, mean distance), then score the learned
 edge weights against the true bones: precision of the top-|bones| edges, whether the maximum spanning tree equals the
-true tree, and the mean bone / mean non-bone weight ratio.
+true tree, and the mean bone / mean non-bone weight ratio; also the nearest-joint bone recall, and the exact chance
+level of both readings (the expected score of i.i.d. random edge weights on the same keypoints).
 """
 
 _KWARGS_DESCRIPTION = """
@@ -47,8 +55,9 @@ Args:
 
 Returns:
     A dict with `edge_precision` (float in [0, 1]), `spanning_tree_match` (bool), `bone_to_nonbone_weight_ratio`
-    (float), `nearest_joint_bone_recall` (float in [0, 1]), `matched_joints` (list of K ints: the joint each learned
-    keypoint was matched to, -1 if none),
+    (float), `nearest_joint_bone_recall` (float in [0, 1]), `edge_precision_chance` and
+    `nearest_joint_bone_recall_chance` (the expected value of each reading for i.i.d. random edge weights on the same
+    keypoints), `matched_joints` (list of K ints: the joint each learned keypoint was matched to, -1 if none),
     `mean_match_distance` (float, mean over matched pairs, in the input frame) and `num_bones_evaluated` (int).
 
 Examples:
@@ -123,6 +132,48 @@ def linear_sum_assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows, columns = columns, rows
     order = np.argsort(rows)
     return rows[order], columns[order]
+
+
+def top_group_probabilities(group_sizes: np.ndarray, num_top: int) -> np.ndarray:
+    """Chance that each group is among the `num_top` groups of largest maximum, for i.i.d. random item weights.
+
+    Every item of every group draws an i.i.d. continuous weight and a group weighs its largest item. With
+    V_g = max over its n_g items, P(V_g <= v) = v^n_g on [0, 1] (the weights' quantiles), so
+
+        P(g in top) = int_0^1 n_g v^(n_g - 1) P(fewer than num_top other groups have V_h > v) dv,
+
+    where the count of other groups above v is Poisson-binomial with P(V_h > v) = 1 - v^n_h. The integrand is a
+    polynomial in v of degree below the total number of items, so Gauss-Legendre quadrature with enough nodes gives
+    the integral exactly (up to rounding), and the Poisson-binomial recursion adds only probabilities (no
+    cancellation).
+
+    Args:
+        group_sizes: (G,) positive item counts.
+        num_top: how many groups are taken.
+
+    Returns:
+        (G,) probabilities; they sum to min(num_top, G).
+    """
+    sizes = np.asarray(group_sizes, dtype=np.int64)
+    if sizes.ndim != 1 or (sizes < 1).any():
+        raise ValueError(f"`group_sizes` must be a 1-D array of positive counts, got {group_sizes!r}")
+    if num_top < 1:
+        raise ValueError(f"`num_top` must be at least 1, got {num_top}")
+    if num_top >= len(sizes):
+        return np.ones(len(sizes))
+    nodes, node_weights = np.polynomial.legendre.leggauss(int(sizes.sum()) // 2 + 1)
+    nodes, node_weights = (nodes + 1) / 2, node_weights / 2  # on [0, 1]
+    below = nodes[None, :] ** sizes[:, None]  # (G, Q): P(V_h <= v) at each node
+    # count[g, q, c] = P(exactly c groups other than g lie above nodes[q]), for c < num_top
+    count = np.zeros((len(sizes), len(nodes), num_top))
+    count[:, :, 0] = 1.0
+    for other in range(len(sizes)):
+        updated = count * below[other][None, :, None]
+        updated[:, :, 1:] += count[:, :, :-1] * (1.0 - below[other])[None, :, None]
+        updated[other] = count[other]  # a group does not count itself
+        count = updated
+    density = sizes[:, None] * nodes[None, :] ** (sizes[:, None] - 1)  # (G, Q): d/dv of v^n_g
+    return (node_weights * density * count.sum(axis=2)).sum(axis=1)
 
 
 def maximum_spanning_tree(weights: np.ndarray) -> set[tuple[int, int]]:
@@ -224,11 +275,21 @@ class SkeletonRecovery(evaluate.Metric):
         read_pairs = np.isfinite(pair_weights)
         strongest = np.argsort(-pair_weights[read_pairs], kind="stable")[: len(true_edges)]
         bone_recall = float(adjacency[first, second][read_pairs][strongest].sum() / len(true_edges))
+
+        # Chance: the same readings of i.i.d. random edge weights on these keypoints.
+        precision_chance = num_bones / len(candidate_weights) if num_bones else 0.0
+        pair_counts = np.zeros((num_joints, num_joints), dtype=np.int64)
+        np.add.at(pair_counts, (low[between], high[between]), 1)
+        read_sizes = pair_counts[first, second][read_pairs]
+        in_top = top_group_probabilities(read_sizes, len(true_edges))
+        bone_recall_chance = float(in_top[adjacency[first, second][read_pairs]].sum() / len(true_edges))
         return {
             "edge_precision": precision,
             "spanning_tree_match": bool(tree_match),
             "bone_to_nonbone_weight_ratio": ratio,
             "nearest_joint_bone_recall": bone_recall,
+            "edge_precision_chance": precision_chance,
+            "nearest_joint_bone_recall_chance": bone_recall_chance,
             "matched_joints": matched_joints.tolist(),
             "mean_match_distance": float(distance[keypoints, joints].mean()),
             "num_bones_evaluated": num_bones,

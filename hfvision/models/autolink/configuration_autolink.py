@@ -16,7 +16,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 # Every Auto class a saved checkpoint opens as remote code (`trust_remote_code=True`); the processor carries its own,
-# and `pipeline(...).save_pretrained` adds the keypoint-detection pipeline (`custom_pipelines`).
+# and the model's `save_pretrained` adds the keypoint-detection pipeline (`custom_pipelines`).
 AUTO_MAP = {
     "AutoConfig": "configuration_autolink.AutoLinkConfig",
     "AutoModel": "modeling_autolink.AutoLinkModel",

@@ -40,7 +40,9 @@ Where we deviate from the official code:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -472,6 +474,25 @@ class AutoLinkPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = False  # BatchNorm statistics would be updated twice by the recomputation
     _no_split_modules = ["AutoLinkDetector", "AutoLinkGraph", "AutoLinkDecoder"]
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.save_pretrained`, shipping the keypoint-detection pipeline with every checkpoint.
+
+        config.json gets the pipeline's `custom_pipelines` entry, and `pipeline_autolink.py` is written beside the
+        model's code (transformers copies the files a modeling file imports relatively, and fetches them with it when
+        the model is loaded as remote code). So a checkpoint saved any way (`save_pretrained`, `push_to_hub`,
+        `Trainer`, a pipeline) runs `pipeline("keypoint-detection", model=path_or_repo_id, trust_remote_code=True)`
+        without hfvision, also after being re-saved there.
+        """
+        from .pipeline_autolink import KeypointDetectionPipeline
+
+        pipeline_class = KeypointDetectionPipeline
+        impl = f"{pipeline_class.__module__.rsplit('.', 1)[-1]}.{pipeline_class.__name__}"
+        self.config.custom_pipelines = {
+            **(getattr(self.config, "custom_pipelines", None) or {}),
+            "keypoint-detection": {"impl": impl, "pt": ["AutoModel"], "type": "image"},
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

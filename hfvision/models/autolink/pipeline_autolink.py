@@ -1,9 +1,10 @@
 """The `keypoint-detection` pipeline: image -> keypoints in pixel coordinates and the learned skeleton's edges.
 
 transformers 5 has no `keypoint-detection` task (only `keypoint-matching`), so `import hfvision` registers this one
-with `PIPELINE_REGISTRY`. The file sits beside the model code and imports only torch and transformers, so
-`pipeline(...).save_pretrained(path)` ships it with the checkpoint (`custom_pipelines` in `config.json`) and
-`pipeline("keypoint-detection", model=path, trust_remote_code=True)` runs without hfvision.
+with `PIPELINE_REGISTRY`. The file sits beside the model code and imports only torch and transformers, so every
+`save_pretrained` of an AutoLink model (or of this pipeline) ships it with the checkpoint (`custom_pipelines` in
+`config.json`) and `pipeline("keypoint-detection", model=path_or_repo_id, trust_remote_code=True)` runs without
+hfvision.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ class KeypointDetectionPipeline(Pipeline):
     Call with one image or a list (PIL images, paths or URLs). Keyword arguments: `edge_threshold` (keep edges
     whose weight is at least this fraction of the strongest's, default 0.5), `timeout` (for URLs).
 
-    The model may be [`AutoLinkModel`] or the self-supervised model (its base model runs). Saving the pipeline
-    (`save_pretrained`) writes the model, the processor and this file, with `custom_pipelines` in `config.json`; such a
-    checkpoint then opens in a process without hfvision with `pipeline(model=path, trust_remote_code=True)`. (With
-    `custom_pipelines` present, transformers asks for `trust_remote_code=True` or `pipeline_class=` even where hfvision
-    is installed.)
+    The model may be [`AutoLinkModel`] or the self-supervised model (its base model runs). Every AutoLink checkpoint
+    (the model's `save_pretrained`, or this pipeline's, which also writes the processor) holds this file, with
+    `custom_pipelines` in `config.json`; it opens in a process without hfvision with
+    `pipeline(model=path_or_repo_id, trust_remote_code=True)`. (With `custom_pipelines` present, transformers asks for
+    `trust_remote_code=True` or `pipeline_class=KeypointDetectionPipeline` even where hfvision is installed.)
 
     Returns, per image, `{"keypoints": [[x, y], ...], "edges": [(i, j, weight), ...]}`: K keypoints in pixel
     coordinates of the input image (inside it: x in [0, width - 1], y in [0, height - 1]) and the edges,

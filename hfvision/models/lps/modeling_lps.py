@@ -14,7 +14,9 @@ shift-equivariant.
 The ResNets follow the official `resnet_custom.py`: every stride-2 conv becomes a stride-1 conv whose output is
 subsampled (in the first block of a stage: LPD before the block's last conv); the shortcut reuses the main branch's
 phase; the ImageNet stem is conv7x7 stride 1, LPD, max-pool 2 stride 1 with circular padding, LPD. The same class
-runs the paper's baselines: APS (largest-norm component), plain striding (component 0) and BlurPool.
+runs the paper's baselines: APS (largest-norm component), plain striding (component 0) and BlurPool. Plain striding
+needs no selection, so `downsample="stride"` strides the convolution (and max-pool) itself: the same samples as
+component 0 of the stride-1 output, for a quarter of the work (the strided ResNet baseline, as torchvision builds it).
 
 Where we deviate from the official code:
 - the second scoring conv has no bias (a constant added to every component's score cancels in the softmax, so the
@@ -22,13 +24,18 @@ Where we deviate from the official code:
 - the segmentation model is a small U-Net-like decoder (1x1 projections, LPU, skip connections, 3x3 convs), not
   DeepLabV3+; it keeps the paper's property that every upsampling is the LPU of a stored downsampling decision;
 - the LPU's optional post-filter is not implemented;
-- the Gumbel noise can be drawn from a `generator`, so training steps are reproducible.
+- the Gumbel noise can be drawn from a `generator`, so training steps are reproducible;
+- `downsample="stride"` runs true stride-2 convolutions instead of the official stride-1-then-subsample form: in eval
+  the outputs are the same, in training the BatchNorm after a strided conv takes its batch statistics over the kept
+  positions only (as a standard strided ResNet does) rather than over the full-resolution map.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +43,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.modeling_outputs import (
     BaseModelOutputWithPoolingAndNoAttention,
     ImageClassifierOutputWithNoAttention,
@@ -104,9 +112,10 @@ def polyphase_components(hidden_states: torch.Tensor) -> torch.Tensor:
     if height % 2 or width % 2:
         hidden_states = F.pad(hidden_states, (0, width % 2, 0, height % 2))
     batch_size, channels, height, width = hidden_states.shape
-    # pixel_unshuffle puts x[c, i::2, j::2] at channel c * 4 + 2 * i + j
-    components = F.pixel_unshuffle(hidden_states, 2).view(batch_size, channels, NUM_PHASES, height // 2, width // 2)
-    return components.transpose(1, 2)
+    # (B, C, h, i, w, j) -> (B, i, j, C, h, w): component 2 * i + j, in one contiguous copy that the scoring CNN
+    # takes as a batch of B * 4 maps without another copy
+    components = hidden_states.view(batch_size, channels, height // 2, 2, width // 2, 2).permute(0, 3, 5, 1, 2, 4)
+    return components.reshape(batch_size, NUM_PHASES, channels, height // 2, width // 2)
 
 
 def select_phase(components: torch.Tensor, phase_probs: torch.Tensor) -> torch.Tensor:
@@ -268,11 +277,33 @@ class AdaptivePolyphaseDownsample(PolyphaseDownsample):
 
 
 class FixedPolyphaseDownsample(PolyphaseDownsample):
-    """Always component 0: a plain stride-2 subsampling (`stride`), or BlurPool with a low-pass filter before it."""
+    """Always component 0 of the (filtered) map: BlurPool (`blurpool`); with filter size 1, the official code's
+    stride-1-then-subsample form of plain striding."""
 
     def choose(self, components: torch.Tensor, generator: torch.Generator | None) -> tuple[None, torch.Tensor]:
         index = torch.zeros(components.shape[0], dtype=torch.long, device=components.device)
         return None, F.one_hot(index, NUM_PHASES).to(components.dtype)
+
+
+class StridedDownsample(PolyphaseDownsample):
+    """`downsample="stride"`: the convolution (or max-pool) before this layer already strides by 2, which keeps
+    component 0 of its stride-1 output at a quarter of the cost; this layer reports the fixed phase 0 for the paired
+    upsampler. No parameters."""
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        phase_probs: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> PolyphaseDownsampleOutput:
+        """Pass the already strided `(B, C, H / 2, W / 2)` map through with phase 0."""
+        phase = torch.zeros(hidden_states.shape[0], dtype=torch.long, device=hidden_states.device)
+        return PolyphaseDownsampleOutput(
+            hidden_states=hidden_states,
+            phase_probs=F.one_hot(phase, NUM_PHASES).to(hidden_states.dtype),
+            phase_logits=None,
+            phase=phase,
+        )
 
 
 class LearnablePolyphaseUpsample(nn.Module):
@@ -305,22 +336,35 @@ def build_downsample(config: LpsResNetConfig, channels: int, antialias: bool = T
         return AdaptivePolyphaseDownsample(lowpass, config.padding_mode)
     if config.downsample == "blurpool":
         return FixedPolyphaseDownsample(config.blurpool_filter_size, config.padding_mode)
-    return FixedPolyphaseDownsample(0, config.padding_mode)
+    return StridedDownsample(0, config.padding_mode)
+
+
+def strides_convolutions(config: LpsResNetConfig) -> bool:
+    """Whether the layer before each downsampling strides itself (`downsample="stride"`: no selection to make)."""
+    return config.downsample == "stride"
 
 
 class LpsResNetConvLayer(nn.Module):
-    """Conv (stride 1, `padding_mode`) + BatchNorm + optional activation."""
+    """Conv (`padding_mode`; stride 1 unless `downsample="stride"` strides it) + BatchNorm + optional activation."""
 
     def __init__(
-        self, config: LpsResNetConfig, in_channels: int, out_channels: int, kernel_size: int, activation: bool = True
+        self,
+        config: LpsResNetConfig,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        activation: bool = True,
+        stride: int = 1,
     ):
         super().__init__()
         self.convolution = nn.Conv2d(
             in_channels,
             out_channels,
             kernel_size,
+            stride=stride,
             padding=kernel_size // 2,
-            padding_mode=config.padding_mode,
+            # a 1x1 conv has no padding: "zeros" skips the (empty) F.pad copy nn.Conv2d makes for other modes
+            padding_mode=config.padding_mode if kernel_size > 1 else "zeros",
             bias=False,
         )
         self.normalization = nn.BatchNorm2d(out_channels)
@@ -336,11 +380,12 @@ class LpsResNetShortcut(nn.Module):
     def __init__(self, config: LpsResNetConfig, in_channels: int, out_channels: int, downsample: bool):
         super().__init__()
         # reuses the main branch's decision: a filter (if any) and the split, no scorer of its own
-        filter_size = {"blurpool": config.blurpool_filter_size, "stride": 0}.get(
-            config.downsample, config.lowpass_filter_size
+        filter_size = config.blurpool_filter_size if config.downsample == "blurpool" else config.lowpass_filter_size
+        strided = downsample and strides_convolutions(config)  # then the 1x1 conv strides: component 0
+        self.downsample = PolyphaseDownsample(filter_size, config.padding_mode) if downsample and not strided else None
+        self.projection = LpsResNetConvLayer(
+            config, in_channels, out_channels, 1, activation=False, stride=2 if strided else 1
         )
-        self.downsample = PolyphaseDownsample(filter_size, config.padding_mode) if downsample else None
-        self.projection = LpsResNetConvLayer(config, in_channels, out_channels, 1, activation=False)
 
     def forward(self, hidden_states: torch.Tensor, phase_probs: torch.Tensor | None) -> torch.Tensor:
         if self.downsample is not None:
@@ -353,7 +398,8 @@ class LpsResNetBasicLayer(nn.Module):
 
     def __init__(self, config: LpsResNetConfig, in_channels: int, out_channels: int, downsample: bool):
         super().__init__()
-        self.conv1 = LpsResNetConvLayer(config, in_channels, out_channels, 3)
+        stride = 2 if downsample and strides_convolutions(config) else 1
+        self.conv1 = LpsResNetConvLayer(config, in_channels, out_channels, 3, stride=stride)
         self.downsample = build_downsample(config, out_channels) if downsample else None
         self.conv2 = LpsResNetConvLayer(config, out_channels, out_channels, 3, activation=False)
         needs_shortcut = downsample or in_channels != out_channels
@@ -382,7 +428,8 @@ class LpsResNetBottleneckLayer(nn.Module):
         super().__init__()
         width = out_channels // 4
         self.conv1 = LpsResNetConvLayer(config, in_channels, width, 1)
-        self.conv2 = LpsResNetConvLayer(config, width, width, 3)
+        stride = 2 if downsample and strides_convolutions(config) else 1
+        self.conv2 = LpsResNetConvLayer(config, width, width, 3, stride=stride)
         self.downsample = build_downsample(config, width) if downsample else None
         self.conv3 = LpsResNetConvLayer(config, width, out_channels, 1, activation=False)
         needs_shortcut = downsample or in_channels != out_channels
@@ -412,11 +459,16 @@ class LpsResNetEmbeddings(nn.Module):
         super().__init__()
         self.pad_mode = _pad_mode(config.padding_mode)
         kernel_size = 7 if config.stem == "imagenet" else 3
-        self.embedder = LpsResNetConvLayer(config, config.num_channels, config.embedding_size, kernel_size)
+        self.strided = config.stem == "imagenet" and strides_convolutions(config)
+        stride = 2 if self.strided else 1
+        self.embedder = LpsResNetConvLayer(
+            config, config.num_channels, config.embedding_size, kernel_size, stride=stride
+        )
         self.downsamplers = nn.ModuleList()
         if config.stem == "imagenet":
             self.downsamplers.append(build_downsample(config, config.embedding_size, antialias=False))
-            self.pooler = nn.MaxPool2d(kernel_size=2, stride=1)
+            # max-pool 2 stride 2 keeps component 0 of the padded max-pool 2 stride 1
+            self.pooler = nn.MaxPool2d(kernel_size=2, stride=stride)
             self.downsamplers.append(build_downsample(config, config.embedding_size))
 
     def forward(
@@ -425,7 +477,9 @@ class LpsResNetEmbeddings(nn.Module):
         hidden_states = self.embedder(pixel_values)  # (B, E, H, W)
         samples = []
         for index, downsample in enumerate(self.downsamplers):
-            if index == 1:  # max-pool 2 with stride 1 keeps the size: pad one row and column circularly
+            if index == 1 and self.strided:
+                hidden_states = self.pooler(hidden_states)
+            elif index == 1:  # max-pool 2 with stride 1 keeps the size: pad one row and column circularly
                 hidden_states = self.pooler(F.pad(hidden_states, (0, 1, 0, 1), mode=self.pad_mode))
             samples.append(downsample(hidden_states, generator=generator))
             hidden_states = samples[-1].hidden_states
@@ -521,6 +575,23 @@ class LpsResNetPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = False  # BatchNorm statistics would be updated twice by the recomputation
     _no_split_modules = ["LpsResNetEmbeddings", "LpsResNetBasicLayer", "LpsResNetBottleneckLayer"]
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.save_pretrained`, shipping the Gumbel-temperature schedule with every checkpoint.
+
+        `trainer_callback_lps.py` (`GumbelTemperatureCallback`, torch and transformers only) is written beside the
+        model's code; the import below is relative, so transformers also fetches it with this file when the model is
+        loaded as remote code. Someone fine-tuning a published checkpoint with plain `Trainer`, without hfvision, then
+        gets the callback from the checkpoint itself:
+        `get_class_from_dynamic_module("trainer_callback_lps.GumbelTemperatureCallback", repo_id)`
+        (`transformers.dynamic_module_utils`).
+        """
+        from .trainer_callback_lps import GumbelTemperatureCallback
+
+        saved = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True) and os.path.isdir(save_directory):
+            custom_object_save(GumbelTemperatureCallback, save_directory)
+        return saved
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -725,6 +796,7 @@ __all__ = [
     "LpsResNetPreTrainedModel",
     "PolyphaseDownsampleOutput",
     "PolyphaseLowPassFilter",
+    "StridedDownsample",
     "gumbel_softmax_sample",
     "polyphase_components",
 ]

@@ -16,6 +16,12 @@ applied before every optimizer step with `step` = the number of completed steps 
 `10 k` completed epochs). Because the temperature depends on the global step only, a run resumed from a checkpoint
 gets exactly the temperatures the uninterrupted run would have had; the callback keeps no counter.
 
+The file imports only torch and transformers and ships with every LPS checkpoint (`LpsResNetPreTrainedModel.
+save_pretrained` writes it beside the model's code), so someone fine-tuning a published checkpoint with plain
+`Trainer`, without hfvision, takes the callback from the checkpoint:
+`get_class_from_dynamic_module("trainer_callback_lps.GumbelTemperatureCallback", repo_id)`
+(`transformers.dynamic_module_utils`).
+
 Not implemented: the official piecewise-linear schedule of the segmentation runs (`tau_segm_multistep*.json`).
 """
 

@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, ViTMAEConfig
 from transformers import initialization as init
@@ -193,21 +194,33 @@ class McMaePatchEmbeddings(nn.Module):
         return self.activation(self.layernorm(self.projection(hidden_states)))  # (B, C_out, H / p, W / p)
 
 
+def pointwise_conv(hidden_states: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 `conv` on a channels-last map `(B, H, W, C_in)` -> `(B, H, W, C_out)`, as one matrix product.
+
+    The weight stays the conv's `(C_out, C_in, 1, 1)` parameter (checkpoint keys and shapes are the official ones);
+    PyTorch's CPU build runs such 1x1 convs through its slow unfold path (`_slow_conv2d`: 31% of an MCMAE-B
+    pretraining step's CPU time in the profile); the matrix product is the same arithmetic on the fast GEMM path.
+    """
+    return F.linear(hidden_states, conv.weight.flatten(1), conv.bias)
+
+
 class McMaeConvBlock(nn.Module):
     """Conv block (official `CBlock`): a transformer block with attention replaced by a depthwise conv.
 
     x += Conv1x1(DWConv(m * Conv1x1(LN(x))));  x += MLP(LN(x)) with 1x1 convs. The visible mask `m` is applied right
     before the depthwise conv, the block's only op that mixes positions: the masked convolution (paper Sec. 3.2).
+    The block works on channels-last maps `(B, H, W, C)`: LayerNorm and the 1x1 convs act on the last axis (matrix
+    products), and the depthwise conv reads the same memory as a channels-last `(B, C, H, W)` view, with no copy.
     """
 
     def __init__(self, config: McMaeConfig, hidden_size: int, mlp_ratio: float, drop_path: float = 0.0):
         super().__init__()
         kernel = config.conv_kernel_size
-        self.layernorm_before = McMaeLayerNorm2d(hidden_size, eps=config.conv_layer_norm_eps)
+        self.layernorm_before = nn.LayerNorm(hidden_size, eps=config.conv_layer_norm_eps)
         self.conv_in = nn.Conv2d(hidden_size, hidden_size, 1)
         self.spatial_conv = nn.Conv2d(hidden_size, hidden_size, kernel, padding=kernel // 2, groups=hidden_size)
         self.conv_out = nn.Conv2d(hidden_size, hidden_size, 1)
-        self.layernorm_after = McMaeLayerNorm2d(hidden_size, eps=config.conv_layer_norm_eps)
+        self.layernorm_after = nn.LayerNorm(hidden_size, eps=config.conv_layer_norm_eps)
         intermediate_size = int(hidden_size * mlp_ratio)
         self.fc1 = nn.Conv2d(hidden_size, intermediate_size, 1)
         self.activation = ACT2FN[config.hidden_act]
@@ -215,11 +228,15 @@ class McMaeConvBlock(nn.Module):
         self.drop_path = McMaeDropPath(drop_path)
 
     def forward(self, hidden_states: torch.Tensor, visible_mask: torch.Tensor | None = None) -> torch.Tensor:
-        mixed = self.conv_in(self.layernorm_before(hidden_states))  # (B, C, H, W)
+        """`(B, H, W, C)` map and `(B, H, W, 1)` visible mask -> `(B, H, W, C)`."""
+        mixed = pointwise_conv(self.layernorm_before(hidden_states), self.conv_in)  # (B, H, W, C)
         if visible_mask is not None:
             mixed = mixed * visible_mask  # masked convolution: masked positions contribute zeros
-        hidden_states = hidden_states + self.drop_path(self.conv_out(self.spatial_conv(mixed)))
-        mlp_output = self.fc2(self.activation(self.fc1(self.layernorm_after(hidden_states))))
+        spatial = self.spatial_conv(mixed.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # depthwise conv, (B, H, W, C)
+        hidden_states = hidden_states + self.drop_path(pointwise_conv(spatial, self.conv_out))
+        mlp_output = pointwise_conv(
+            self.activation(pointwise_conv(self.layernorm_after(hidden_states), self.fc1)), self.fc2
+        )
         return hidden_states + self.drop_path(mlp_output)
 
 
@@ -236,10 +253,14 @@ class McMaeConvStage(nn.Module):
         )
 
     def forward(self, hidden_states: torch.Tensor, visible_mask: torch.Tensor | None = None) -> torch.Tensor:
-        hidden_states = self.patch_embeddings(hidden_states)
+        """`(B, C_in, H, W)` and the stage's `(B, 1, H / p, W / p)` visible mask -> `(B, C, H / p, W / p)` (a
+        channels-last view)."""
+        hidden_states = self.patch_embeddings(hidden_states).permute(0, 2, 3, 1)  # (B, H / p, W / p, C)
+        if visible_mask is not None:
+            visible_mask = visible_mask.permute(0, 2, 3, 1)  # (B, H / p, W / p, 1)
         for block in self.blocks:
             hidden_states = block(hidden_states, visible_mask)
-        return hidden_states
+        return hidden_states.permute(0, 3, 1, 2)
 
 
 def transformer_layer_config(

@@ -130,12 +130,14 @@ class PyramidClipLeFF(nn.Module):
         grid = int(num_patches**0.5)
         if grid * grid != num_patches:
             raise ValueError(f"LeFF needs a square patch grid, got {num_patches} patches.")
-        patch_tokens = self.activation_fn(self.norm1(self.fc1(patch_tokens).transpose(1, 2)))  # (B, 4D, N)
-        patch_tokens = patch_tokens.reshape(batch_size, -1, grid, grid)  # (B, 4D, grid, grid)
-        patch_tokens = self.activation_fn(self.norm2(self.depthwise_conv(patch_tokens))).flatten(2)  # (B, 4D, N)
-        patch_tokens = self.fc2(patch_tokens.transpose(1, 2)).transpose(1, 2)  # (B, D, N)
-        patch_tokens = self.activation_fn(self.norm3(patch_tokens)).transpose(1, 2)  # (B, N, D)
-        return torch.cat([cls_token, patch_tokens], dim=1)
+        # Channels-last throughout: BatchNorm1d over the rows of (B * N, C) takes the statistics it takes over
+        # (B, C, N), on a contiguous input (a transposed one gives eager and compiled kernels different strides).
+        patch_tokens = self.activation_fn(self.norm1(self.fc1(patch_tokens).flatten(0, 1)))  # (B * N, 4D)
+        patch_tokens = patch_tokens.view(batch_size, grid, grid, -1).permute(0, 3, 1, 2)  # (B, 4D, grid, grid) view
+        patch_tokens = self.activation_fn(self.norm2(self.depthwise_conv(patch_tokens)))  # channels-last memory
+        patch_tokens = patch_tokens.permute(0, 2, 3, 1).reshape(batch_size * num_patches, -1)  # (B * N, 4D)
+        patch_tokens = self.activation_fn(self.norm3(self.fc2(patch_tokens)))  # (B * N, D)
+        return torch.cat([cls_token, patch_tokens.view(batch_size, num_patches, -1)], dim=1)
 
 
 class PyramidClipEncoderLayer(CLIPEncoderLayer):

@@ -19,7 +19,7 @@ from .modeling_scaffold import (
     sparsemax,
 )
 from .pipeline_scaffold import ImageExplanationPipeline, overlay_saliency
-from .smat_scaffold import SmatConfig, SmatTrainer, predict_logits, simulability
+from .smat_scaffold import SmatConfig, SmatTrainer, predict_logits, reset_layer_init_, simulability
 
 __all__ = [
     "AttentionExplainer",
@@ -42,6 +42,7 @@ __all__ = [
     "normalize_head_coefficients",
     "overlay_saliency",
     "predict_logits",
+    "reset_layer_init_",
     "saliency_map_from_explanation",
     "simulability",
     "sparsemax",

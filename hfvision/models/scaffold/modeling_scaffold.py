@@ -458,6 +458,25 @@ class ScaffoldVitForImageClassification(ScaffoldVitPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.save_pretrained`, shipping the image-explanation pipeline with every checkpoint.
+
+        config.json gets the pipeline's `custom_pipelines` entry, and `pipeline_scaffold.py` is written beside the
+        model's code (transformers copies the files a modeling file imports relatively, and fetches them with it when
+        the model is loaded as remote code). So a checkpoint saved any way (`save_pretrained`, `push_to_hub`,
+        `Trainer`, a pipeline) runs `pipeline("image-explanation", model=path_or_repo_id, trust_remote_code=True)`
+        without hfvision, also after being re-saved there.
+        """
+        from .pipeline_scaffold import ImageExplanationPipeline
+
+        pipeline_class = ImageExplanationPipeline
+        impl = f"{pipeline_class.__module__.rsplit('.', 1)[-1]}.{pipeline_class.__name__}"
+        self.config.custom_pipelines = {
+            **(getattr(self.config, "custom_pipelines", None) or {}),
+            "image-explanation": {"impl": impl, "pt": ["AutoModelForImageClassification"], "type": "image"},
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def get_input_embeddings(self) -> nn.Module:
         return self.vit.get_input_embeddings()
 

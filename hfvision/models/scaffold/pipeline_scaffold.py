@@ -1,9 +1,9 @@
 """The `image-explanation` pipeline: image -> predicted label, its score and the explanation's patch saliency map.
 
 transformers has no explanation task, so `import hfvision` registers this one with `PIPELINE_REGISTRY`. The file
-imports only torch, numpy, PIL and transformers, so `pipeline(...).save_pretrained(path)` ships it with the checkpoint
-(`custom_pipelines` in `config.json`) and `pipeline("image-explanation", model=path, trust_remote_code=True)` runs
-without hfvision. `overlay_saliency` draws a map over its image.
+imports only torch, numpy, PIL and transformers, so every classifier's `save_pretrained` (and the pipeline's) ships
+it with the checkpoint (`custom_pipelines` in `config.json`) and `pipeline("image-explanation", model=path,
+trust_remote_code=True)` runs without hfvision. `overlay_saliency` draws a map over its image.
 """
 
 from __future__ import annotations

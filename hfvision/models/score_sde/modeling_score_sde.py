@@ -24,7 +24,9 @@ Where we simplify or choose:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -335,6 +337,27 @@ class ScoreSdePreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = False
     _no_split_modules = ["ScoreSdeMlpLayer", "ScoreSdeResnetBlock"]
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.save_pretrained`, shipping the sample-generation pipeline with every checkpoint.
+
+        config.json gets the pipeline's `custom_pipelines` entry, and `pipeline_score_sde.py` (with the scheduler and
+        picture files it imports) is written beside the model's code (transformers copies the files a modeling file
+        imports relatively, and fetches them with it when the model is loaded as remote code). So a checkpoint saved
+        any way (`save_pretrained`, `push_to_hub`, `Trainer`, a pipeline) runs
+        `pipeline("unconditional-sample-generation", model=path_or_repo_id, trust_remote_code=True)` without
+        hfvision, also after being re-saved there.
+        """
+        # imported here: the pipeline imports the scheduler, which imports this file
+        from .pipeline_score_sde import ScoreSdeSampleGenerationPipeline
+
+        pipeline_class = ScoreSdeSampleGenerationPipeline
+        impl = f"{pipeline_class.__module__.rsplit('.', 1)[-1]}.{pipeline_class.__name__}"
+        self.config.custom_pipelines = {
+            **(getattr(self.config, "custom_pipelines", None) or {}),
+            "unconditional-sample-generation": {"impl": impl, "pt": ["AutoModel"], "type": "multimodal"},
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @property
     def schedule(self) -> ScoreSdeSchedule:

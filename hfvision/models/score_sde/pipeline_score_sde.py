@@ -1,8 +1,8 @@
 """The `unconditional-sample-generation` pipeline: a Score-SDE model -> samples (and, for images, a grid picture).
 
 transformers has no task for unconditional generation, so `import hfvision` registers this one with
-`PIPELINE_REGISTRY`. The file imports only torch, transformers, PIL and its siblings, so `pipeline(...).save_pretrained`
-ships it with the checkpoint (`custom_pipelines` in `config.json`) and
+`PIPELINE_REGISTRY`. The file imports only torch, transformers, PIL and its siblings, so every model's `save_pretrained`
+(and the pipeline's) ships it with the checkpoint (`custom_pipelines` in `config.json`) and
 `pipeline(model=path, trust_remote_code=True)` runs it without hfvision. The sampling loop is `sample_score_sde`
 (diffusers' split: the schedulers step, the loop lives outside the network).
 """

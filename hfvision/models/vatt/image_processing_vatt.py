@@ -95,6 +95,7 @@ class VattVideosKwargs(ImagesKwargs, total=False):
     do_sample_frames: bool
     do_augment: bool
     crop_scale: tuple[float, float]
+    do_flip: bool
     seed: int
 
 
@@ -152,6 +153,9 @@ class VattVideoProcessor(PilBackend):
         do_augment (`bool`, *optional*, defaults to `False`): pretraining augmentation (paper Sec. 4.1): one random
             resized crop (area `crop_scale`, aspect in [0.5, 2]) and one horizontal flip per clip.
         crop_scale (`tuple[float, float]`, *optional*, defaults to `(0.08, 1.0)`): area range of that crop.
+        do_flip (`bool`, *optional*, defaults to `True`): include the random horizontal flip in the augmentation; turn
+            it off where left and right carry meaning (the synthetic clips' captions and soundtracks name the
+            direction of motion, which a flip would contradict).
         seed (`int`, *optional*): seed of the augmentation.
         Other arguments as transformers' image processors (`size`, `crop_size`, `resample`, `image_mean`, ...).
     """
@@ -173,6 +177,7 @@ class VattVideoProcessor(PilBackend):
     do_sample_frames = True
     do_augment = False
     crop_scale = (0.08, 1.0)
+    do_flip = True
     seed = None
 
     def preprocess(
@@ -181,6 +186,8 @@ class VattVideoProcessor(PilBackend):
         num_frames: int | None = None,
         do_sample_frames: bool | None = None,
         do_augment: bool | None = None,
+        crop_scale: tuple[float, float] | None = None,
+        do_flip: bool | None = None,
         seed: int | None = None,
         return_tensors: str | None = "pt",
         **kwargs: Any,
@@ -190,7 +197,7 @@ class VattVideoProcessor(PilBackend):
         Args:
             videos: see [`make_list_of_videos`]; frames are PIL images, `(H, W, C)` uint8 arrays, or anything
                 transformers' image processors accept (16-bit and float frames go through `to_8bit_images`).
-            num_frames, do_sample_frames, do_augment, seed: override the processor's attributes.
+            num_frames, do_sample_frames, do_augment, crop_scale, do_flip, seed: override the processor's attributes.
             return_tensors: `"pt"` (default), `"np"` or `None`.
             kwargs: transformers' image-processing overrides (`size`, `crop_size`, ...).
 
@@ -213,7 +220,11 @@ class VattVideoProcessor(PilBackend):
             sampled.append(to_8bit_images(clip, name="videos"))
         if do_augment:
             rng = np.random.default_rng(self.seed if seed is None else seed)
-            sampled = [self._augment(clip, rng) for clip in sampled]
+            crop_scale = tuple(self.crop_scale if crop_scale is None else crop_scale)
+            if len(crop_scale) != 2 or not 0.0 < crop_scale[0] <= crop_scale[1] <= 1.0:
+                raise ValueError(f"`crop_scale` must be (low, high) with 0 < low <= high <= 1, got {crop_scale}.")
+            do_flip = self.do_flip if do_flip is None else do_flip
+            sampled = [self._augment(clip, rng, crop_scale, do_flip) for clip in sampled]
             kwargs = {**kwargs, "do_resize": False, "do_center_crop": False}
         frames = [frame for clip in sampled for frame in clip]
         pixel_values = super().preprocess(frames, return_tensors=None, **kwargs)["pixel_values"]
@@ -221,14 +232,16 @@ class VattVideoProcessor(PilBackend):
         pixel_values = pixel_values.reshape(len(sampled), num_frames, *pixel_values.shape[1:])
         return BatchFeature(data={"pixel_values_videos": pixel_values}, tensor_type=return_tensors)
 
-    def _augment(self, clip: list[Any], rng: np.random.Generator) -> list[Image.Image]:
+    def _augment(
+        self, clip: list[Any], rng: np.random.Generator, crop_scale: tuple[float, float], do_flip: bool
+    ) -> list[Image.Image]:
         """One random resized crop and one flip for every frame of a clip (temporally consistent, paper Sec. 4.1)."""
         frames = [self._to_pil(frame) for frame in clip]
         width, height = frames[0].size
         area = width * height
         crop_w, crop_h = min(width, height), min(width, height)
         for _ in range(10):
-            target_area = area * rng.uniform(*self.crop_scale)
+            target_area = area * rng.uniform(*crop_scale)
             aspect = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
             w, h = round(math.sqrt(target_area * aspect)), round(math.sqrt(target_area / aspect))
             if 0 < w <= width and 0 < h <= height:
@@ -236,7 +249,7 @@ class VattVideoProcessor(PilBackend):
                 break
         left = int(rng.integers(0, width - crop_w + 1))
         top = int(rng.integers(0, height - crop_h + 1))
-        flip = bool(rng.random() < 0.5)
+        flip = bool(rng.random() < 0.5) and do_flip
         target = (self.crop_size["width"], self.crop_size["height"])
         box = (left, top, left + crop_w, top + crop_h)
         out = [frame.resize(target, self.resample, box=box) for frame in frames]

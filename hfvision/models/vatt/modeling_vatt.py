@@ -20,11 +20,18 @@ Where we deviate from the official code:
 - the paper's text tower reads frozen word2vec vectors (2^16 words); none ship offline, so the word embeddings are
   trained from scratch over a vocabulary built from the training captions (`freeze_word_embeddings` freezes them);
 - position tables are interpolated bicubically (the paper's wording; the code uses an order-3 spline);
-- the official masked-token (BERT-style) code path, off in every released config, is not implemented.
+- the official masked-token (BERT-style) code path, off in every released config, is not implemented;
+- the tokenizers (video Conv3d, audio Conv1d) and VATT-MA's pre-projections are initialised with std fan_in^-0.5
+  (the official code: Keras' glorot-uniform, std ~0.005 for the audio Conv1d), so that tokens start at the scale of
+  the LayerNormed positions; otherwise the audio tower of a small model starts blind to its input and the
+  video-audio NCE settles on a constant audio embedding (measured; see `VattPreTrainedModel._init_weights`). VATT-MA's
+  trained-from-scratch word embeddings start with unit variance (standing in for word2vec vectors) behind a fan-in
+  projection, for the same reason.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -271,6 +278,11 @@ class VattTextEmbeddings(nn.Module):
         tokens = nn.functional.gelu(self.word_projection(words))  # (B, L, D)
         tokens = self.dropout(tokens + self.position_layernorm(self.position_embeddings[: tokens.shape[1]]))
         return torch.cat([agg_token, tokens], dim=1)
+
+
+class VattPostProjection(nn.Linear):
+    """The dense layer of VATT-MA's per-modality GELU post-projection (official `uvatt.py`); a class of its own so
+    that it gets the official glorot initialisation."""
 
 
 # --- transformer -------------------------------------------------------------------------------------------------
@@ -641,14 +653,51 @@ class VattPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _no_split_modules = ["VattLayer", "VattVideoEmbeddings", "VattAudioEmbeddings", "VattTextEmbeddings"]
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.save_pretrained`, shipping the video-text-retrieval pipeline with every checkpoint of the
+        three towers ([`VattModel`], [`VattForPreTraining`]; a classifier's is a video/audio-classification one).
+
+        config.json gets the pipeline's `custom_pipelines` entry, and `pipeline_vatt.py` is written beside the
+        model's code (transformers copies the files a modeling file imports relatively, and fetches them with it when
+        the model is loaded as remote code). So a checkpoint saved any way (`save_pretrained`, `push_to_hub`,
+        `Trainer`, a pipeline) runs `pipeline("video-text-retrieval", model=path_or_repo_id, trust_remote_code=True)`
+        without hfvision, also after being re-saved there.
+        """
+        from .pipeline_vatt import VideoTextRetrievalPipeline
+
+        if isinstance(self, (VattModel, VattForPreTraining)):
+            pipeline_class = VideoTextRetrievalPipeline
+            impl = f"{pipeline_class.__module__.rsplit('.', 1)[-1]}.{pipeline_class.__name__}"
+            self.config.custom_pipelines = {
+                **(getattr(self.config, "custom_pipelines", None) or {}),
+                "video-text-retrieval": {"impl": impl, "pt": ["AutoModel"], "type": "multimodal"},
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Truncated normal for linear/conv layers; position tables trunc-normal with std D^-0.5 and aggregation
-        tokens glorot-normal (std D^-0.5 for a vector), as the official code; norms to identity."""
+        """Truncated normal (std `initializer_range`) for linear layers; position tables trunc-normal with std D^-0.5
+        and aggregation tokens glorot-normal (std D^-0.5 for a vector), as the official code; norms to identity.
+
+        The tokenizers (video Conv3d, audio Conv1d) and VATT-MA's square pre-projections get std fan_in^-0.5, so that
+        tokens start at the scale of the LayerNormed positions (for a pre-projection this is the official glorot
+        init); VATT-MA's words likewise (unit-variance embeddings, fan-in projection), and its post-projections get
+        the official glorot init. With std 0.02, a 32-sample audio patch of a waveform at RMS 0.3 gives tokens of RMS
+        0.03 beside positions of RMS 1: the audio tower's aggregation output then barely depends on the clip
+        (relative spread 5e-4, 70x below the dropout noise) and contrastive training settles on a constant audio
+        embedding; without the VATT-MA scales both of its losses stay at their constant-embedding values (measured;
+        README, VATT results).
+        """
         super()._init_weights(module)
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv3d)):
+        if isinstance(module, nn.Linear):
+            if isinstance(module, VattPostProjection):  # the official Keras Dense default (glorot)
+                std = (2.0 / (module.in_features + module.out_features)) ** 0.5
             init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, (nn.Conv1d, nn.Conv3d)):
+            init.trunc_normal_(module.weight, std=module.weight[0].numel() ** -0.5)  # fan_in = in_channels x kernel
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, VattVideoEmbeddings):
@@ -662,6 +711,13 @@ class VattPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.temporal_position_embeddings, std=module.config.hidden_size**-0.5)
         elif isinstance(module, VattTextEmbeddings) and module.modality_agnostic:
             init.trunc_normal_(module.position_embeddings, std=module.config.hidden_size**-0.5)
+            # VATT-MA adds the projected words to LayerNormed positions, so they too start at that scale:
+            # unit-variance words (in place of the official frozen word2vec vectors) through a fan-in projection
+            init.normal_(module.word_embeddings.weight, std=1.0)
+            init.zeros_(module.word_embeddings.weight[module.word_embeddings.padding_idx])
+            init.trunc_normal_(module.word_projection.weight, std=module.word_projection.in_features**-0.5)
+        if isinstance(module, VattEmbeddingsBase) and module.pre_projection is not None:
+            init.trunc_normal_(module.pre_projection.weight, std=module.pre_projection.in_features**-0.5)
         if isinstance(module, (VattEmbeddingsBase, VattTextEmbeddings)):
             init.trunc_normal_(module.agg_token, std=module.agg_token.shape[-1] ** -0.5)
         if isinstance(module, nn.BatchNorm1d):
@@ -701,7 +757,7 @@ class VattPreTrainedModel(PreTrainedModel):
             self.encoder = VattEncoder(sub_configs["video"], config)
             for name in modalities:
                 projection = nn.Sequential(
-                    nn.Linear(sub_configs[name].hidden_size, config.post_projection_size), nn.GELU()
+                    VattPostProjection(sub_configs[name].hidden_size, config.post_projection_size), nn.GELU()
                 )
                 setattr(self, f"{name}_post_projection", projection)
         else:

@@ -3,7 +3,8 @@
 Zero-shot video->text retrieval in VATT's video-text space (paper Sec. 4.3): the clip's video embedding (video ->
 video-audio space -> video-text space, no DropToken) against each caption's text embedding, both L2-normalised.
 transformers 5 has no such task, so `import hfvision` registers this one with `PIPELINE_REGISTRY`. The file imports
-only numpy, torch and transformers, so it can ship beside the model code as remote code.
+only numpy, torch and transformers, so `VattModel` / `VattForPreTraining.save_pretrained` ship it beside the model code
+as remote code (`custom_pipelines` in `config.json`).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def tiny_model() -> AutoLinkForSelfSupervisedKeypoints:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """`model.save_pretrained` + `processor.save_pretrained`: no `custom_pipelines`."""
+    """`model.save_pretrained` + `processor.save_pretrained` (which also ship the pipeline: `custom_pipelines`)."""
     path = tmp_path_factory.mktemp("autolink-plain")
     tiny_model().save_pretrained(path)
     tiny_processor().save_pretrained(path)

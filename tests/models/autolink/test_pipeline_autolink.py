@@ -34,7 +34,8 @@ def mask_noise() -> torch.Tensor:
 
 
 def test_pipeline_returns_pixel_keypoints_inside_the_image_and_the_strong_edges(tiny_checkpoint):
-    detector = pipeline("keypoint-detection", model=str(tiny_checkpoint))
+    # every checkpoint declares its pipeline (`custom_pipelines`): hfvision's class is named, or trust_remote_code
+    detector = pipeline("keypoint-detection", model=str(tiny_checkpoint), pipeline_class=KeypointDetectionPipeline)
     assert isinstance(detector, KeypointDetectionPipeline) and isinstance(detector.model, AutoLinkModel)
     results = detector(images())
     processor = AutoImageProcessor.from_pretrained(tiny_checkpoint)

@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
 
 from hfvision.demo import HIDE_HFVISION
+from hfvision.hub.publish import publish
 from hfvision.models.scaffold import (
     AttentionExplainer,
     AttentionExplainerConfig,
@@ -48,6 +50,7 @@ def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
     pipeline("image-explanation", model=model, image_processor=processor).save_pretrained(root / "vit")
     explainer = AttentionExplainer(AttentionExplainerConfig.for_model(config, init="lecun_normal"))
     explainer.save_pretrained(root / "explainer")
+    processor.save_pretrained(root / "explainer")  # as `train_scaffold.py` ships it: publishable on its own
     return root / "vit", root / "explainer"
 
 
@@ -128,19 +131,30 @@ REMOTE_SCRIPT = HIDE_HFVISION + textwrap.dedent(
 )
 
 
-def test_remote_code_in_a_process_without_hfvision(checkpoints, tmp_path):
+@pytest.mark.parametrize("source", ["folder", "local_hub"])
+def test_remote_code_in_a_process_without_hfvision(checkpoints, tmp_path, source, request):
+    """Both checkpoints load as remote code from their folders, and by repo id once published to the local Hub."""
     vit_path, explainer_path = checkpoints
     files = set(os.listdir(vit_path))
     assert {"configuration_scaffold.py", "modeling_scaffold.py", "pipeline_scaffold.py", "model.safetensors"} <= files
     assert {"configuration_scaffold.py", "modeling_scaffold.py"} <= set(os.listdir(explainer_path))
     config = json.loads((vit_path / "config.json").read_text())
     assert config["custom_pipelines"]["image-explanation"]["impl"] == "pipeline_scaffold.ImageExplanationPipeline"
+    sources = [str(vit_path), str(explainer_path)]
+    if source == "local_hub":
+        request.getfixturevalue("local_hub")
+        sources = ["org/scaffold-vit-tiny-hub-test", "org/scaffold-vit-tiny-explainer-hub-test"]
+        for checkpoint, repo_id in zip((vit_path, explainer_path), sources, strict=True):
+            card = ModelCard(f"---\nlicense: apache-2.0\nlibrary_name: transformers\n---\n# {repo_id}\n")
+            uploaded = publish(checkpoint, repo_id, card=card, commit_message="tiny Scaffold checkpoint")
+            assert "model.safetensors" in uploaded and "modeling_scaffold.py" in uploaded
     script = tmp_path / "remote.py"
     script.write_text(REMOTE_SCRIPT)
     out = tmp_path / "remote"
+    # a fresh cache: by repo id, the subprocess downloads both repos from the local Hub (HF_ENDPOINT is inherited)
     env = {**os.environ, "HF_HOME": str(tmp_path / "home"), "PYTHONPATH": ""}
     result = subprocess.run(
-        [sys.executable, str(script), str(vit_path), str(explainer_path), str(out)],
+        [sys.executable, str(script), *sources, str(out)],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -17,7 +17,13 @@ from hfvision.models.scaffold import (
     explanation_kl,
     modeling_scaffold,
 )
-from hfvision.models.scaffold.smat_scaffold import SmatConfig, SmatTrainer, clipped_update, simulability
+from hfvision.models.scaffold.smat_scaffold import (
+    SmatConfig,
+    SmatTrainer,
+    clipped_update,
+    reset_layer_init_,
+    simulability,
+)
 
 
 def build(seed: int = 0, dtype: torch.dtype = torch.float32, **config_overrides) -> SmatTrainer:
@@ -190,3 +196,19 @@ def test_simulability_and_bad_inputs():
         SmatTrainer(trainer.teacher, object(), trainer.student, trainer.student_explainer)
     with pytest.raises(ValueError, match="valid_pixels"):
         trainer.train_step(batch(0))
+
+
+def test_reset_layer_init_gives_every_layer_pytorchs_default_scale_and_keeps_the_embeddings():
+    torch.manual_seed(0)
+    model = ScaffoldVitForImageClassification(ScaffoldVitConfig.from_preset("scaffold-vit-digits"))
+    embeddings = model.vit.embeddings
+    kept = {"cls": embeddings.cls_token.clone(), "positions": embeddings.position_embeddings.clone()}
+    assert reset_layer_init_(model) is model
+    assert torch.equal(embeddings.cls_token, kept["cls"])
+    assert torch.equal(embeddings.position_embeddings, kept["positions"])
+    layers = [module for module in model.modules() if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))]
+    assert len(layers) == 1 + 4 * 6 + 1  # patch projection, q/k/v/o + 2 MLP per layer, classifier
+    for layer in layers:
+        bound = layer.weight[0].numel() ** -0.5  # kaiming-uniform(a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        assert layer.weight.abs().max() <= bound
+        assert 0.8 < layer.weight.std().item() / (bound / 3**0.5) < 1.2

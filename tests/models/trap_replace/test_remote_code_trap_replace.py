@@ -1,4 +1,5 @@
-"""Both stages' checkpoints load as remote code in a process without hfvision; stage 2 serves the pipeline."""
+"""Both stages' checkpoints, published to the local Hub, load by repo id as remote code in a process without
+hfvision; stage 2 (the defended model) serves the image-classification pipeline there and here."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import sys
 import textwrap
 
 import torch
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
 from hfvision.demo import HIDE_HFVISION
+from hfvision.hub.publish import publish
 from tests.models.trap_replace.conftest import LABELS, random_image
 
 REMOTE_SCRIPT = HIDE_HFVISION + textwrap.dedent(
@@ -52,18 +55,27 @@ REMOTE_SCRIPT = HIDE_HFVISION + textwrap.dedent(
 )
 
 
-def test_remote_code_of_both_stages_in_a_process_without_hfvision(tiny_checkpoints, tmp_path):
+def test_remote_code_of_both_stages_by_repo_id_in_a_process_without_hfvision(local_hub, tiny_checkpoints, tmp_path):
     stage1, stage2 = tiny_checkpoints
-    for checkpoint in (stage1, stage2):
+    repo_ids = []
+    for stage, checkpoint in (("stage1", stage1), ("stage2", stage2)):
         files = set(os.listdir(checkpoint))
         expected = {"configuration_trap_replace.py", "modeling_trap_replace.py", "image_processing_trap_replace.py"}
         assert expected | {"model.safetensors"} <= files
+        repo_id = f"org/trap-replace-tiny-{stage}-hub-test"
+        card = ModelCard(
+            f"---\nlicense: apache-2.0\nlibrary_name: transformers\n---\n# tiny Trap and Replace, {stage}\n"
+        )
+        uploaded = publish(checkpoint, repo_id, card=card, commit_message=f"tiny Trap and Replace {stage}")
+        assert "model.safetensors" in uploaded and not any(name.endswith((".bin", ".pkl")) for name in uploaded)
+        repo_ids.append(repo_id)
     script = tmp_path / "remote.py"
     script.write_text(REMOTE_SCRIPT)
     out = tmp_path / "remote.safetensors"
+    # a fresh cache: the subprocess downloads both repos from the local Hub (HF_ENDPOINT is inherited)
     env = {**os.environ, "HF_HOME": str(tmp_path / "home"), "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, str(script), str(stage1), str(stage2), str(out)],
+        [sys.executable, str(script), *repo_ids, str(out)],
         cwd=tmp_path,
         env=env,
         capture_output=True,

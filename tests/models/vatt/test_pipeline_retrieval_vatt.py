@@ -7,13 +7,14 @@ import pytest
 import torch
 from transformers import pipeline
 
-from hfvision.models.vatt import VattModel, VattProcessor
+from hfvision.models.vatt import VattModel, VattProcessor, VideoTextRetrievalPipeline
 from tests.models.vatt.conftest import CAPTIONS, random_clip
 
 
 @pytest.fixture(scope="module")
 def retriever(tiny_checkpoint):
-    return pipeline("video-text-retrieval", model=str(tiny_checkpoint))
+    # the checkpoint declares the pipeline (`custom_pipelines`): hfvision's own class is named
+    return pipeline("video-text-retrieval", model=str(tiny_checkpoint), pipeline_class=VideoTextRetrievalPipeline)
 
 
 def test_ranks_captions_by_the_models_video_text_similarity(retriever, tiny_checkpoint):

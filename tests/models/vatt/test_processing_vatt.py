@@ -58,6 +58,21 @@ def test_video_augmentation_is_seeded_and_temporally_consistent(tiny_processor):
     assert all(torch.equal(first[0, 0], first[0, t]) for t in range(4))  # one crop for all frames of a clip
 
 
+def test_video_augmentation_flip_and_crop_scale_can_be_limited(tiny_processor):
+    """The synthetic clips need both: their captions and beeps name left and right, and small crops lose the shape."""
+    processor = tiny_processor.image_processor
+    square = random_clip(4, num_frames=4, height=16, width=16)
+    plain = processor(square)["pixel_values_videos"]
+    whole = {"do_augment": True, "crop_scale": (1.0, 1.0)}  # the crop is the whole (square) frame
+    unflipped = [processor(square, **whole, do_flip=False, seed=seed)["pixel_values_videos"] for seed in range(6)]
+    assert all(torch.equal(clip, plain) for clip in unflipped)
+    flipped = [processor(square, **whole, seed=seed)["pixel_values_videos"] for seed in range(6)]
+    assert any(torch.equal(clip, plain.flip(-1)) for clip in flipped)  # the paper's flip is on by default
+    assert all(torch.equal(clip, plain) or torch.equal(clip, plain.flip(-1)) for clip in flipped)
+    with pytest.raises(ValueError, match="crop_scale"):
+        processor(square, do_augment=True, crop_scale=(0.0, 1.0))
+
+
 def test_feature_extractor_mono_resampling_and_length():
     extractor = VattFeatureExtractor(sampling_rate=8000, num_samples=800)
     waveform = tone(500.0, 16000, 0.2)  # 3200 samples at 16 kHz -> 1600 at 8 kHz, cropped to 800
