@@ -1054,6 +1054,7 @@ def save_final(
         (final_dir / "eval_results.json").write_text(json.dumps(results, indent=1) + "\n")
         if card_pictures is not None:
             card_pictures(final_dir)
+        _plot_training_curves(output_dir, final_dir)
         model_type = accelerator.unwrap_model(model).config.model_type
         if model_type in MODEL_TYPE_METHODS:
             write_model_card(final_dir)
@@ -1065,6 +1066,17 @@ def save_final(
             logger.info("published %s to %s", ", ".join(uploaded), run_config["push_to_hub"])
     accelerator.wait_for_everyone()
     return final_dir
+
+
+def _plot_training_curves(output_dir: Path, final_dir: Path) -> None:
+    """Draw the run's logged curves into `final_dir/training_curves.png` (the card shows it) when matplotlib, the
+    `plots` extra, is installed; without it the card simply has no curves."""
+    from .plotting import plot_training_curves
+
+    try:
+        plot_training_curves(output_dir, final_dir / "training_curves.png")
+    except ImportError as error:
+        logger.info("no training curves in the card: %s", error)
 
 
 def finish(accelerator: Accelerator) -> None:

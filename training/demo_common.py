@@ -131,8 +131,8 @@ def train_or_reuse(
     script: str, config: str, run_dir: Path, max_steps: int | None, training_flags: list[str]
 ) -> dict[str, Any]:
     """`accelerate launch training/<script> --config training/configs/<config>` into `run_dir` (resuming from its
-    latest checkpoint), unless `run_dir/final` already holds results; draws the run's training curves into
-    `final/training_curves.png`; returns `final/eval_results.json`."""
+    latest checkpoint), unless `run_dir/final` already holds results (with the training curves `save_final` drew);
+    returns `final/eval_results.json`."""
     final_dir = run_dir / "final"
     if (final_dir / "eval_results.json").exists():
         print(f"   already trained: {final_dir}", flush=True)
@@ -144,8 +144,6 @@ def train_or_reuse(
         if max_steps is not None:
             launch_args += ["--max_steps", str(max_steps)]
         accelerate_launch(script, launch_args + training_flags)
-    if not (final_dir / TRAINING_CURVES).exists():
-        plot_training(run_dir, final_dir)
     return json.loads((final_dir / "eval_results.json").read_text())
 
 

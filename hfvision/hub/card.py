@@ -168,6 +168,8 @@ _EVAL_KEYS = {field.name for field in dataclasses.fields(EvalResult)}
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 # The value given to `pipeline_tag` to take the method's default from `METHOD_CARD_METADATA`.
 METHOD_DEFAULT = "method-default"
+# The picture of a run's logged curves that `hfvision.training.save_final` draws into the checkpoint folder.
+TRAINING_CURVES = "training_curves.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -937,7 +939,7 @@ def card_from_checkpoint(
     if source and not base_model:
         training_data += f" Started from the local checkpoint `{_run_name(Path(source))}`."
     variables = {"architecture": run.architecture or None, **spec.template_vars, **template_vars}
-    return render_model_card(
+    card = render_model_card(
         method,
         model_id=model_id,
         eval_results=spec.results,
@@ -949,6 +951,13 @@ def card_from_checkpoint(
         training_data=training_data,
         **variables,
     )
+    if (checkpoint / TRAINING_CURVES).is_file():  # drawn by `save_final` when matplotlib is installed
+        card.text = (
+            card.text.rstrip("\n")
+            + f"\n\n## Training curves\n\n![Losses, learning rate and evaluation metrics against the step]"
+            f"({TRAINING_CURVES})\n"
+        )
+    return card
 
 
 def _run_name(checkpoint: Path) -> str:

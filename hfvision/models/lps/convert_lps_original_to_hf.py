@@ -91,12 +91,13 @@ def load_original_checkpoint(checkpoint_path: str | Path) -> tuple[dict[str, tor
     path = Path(checkpoint_path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint_path {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # the MAE-family training scripts save their `argparse.Namespace` (plain data) beside the weights
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        stand_ins = [(type(name, (_Unpickled,), {"global_name": name}), name) for name in names]
-        with torch.serialization.safe_globals(stand_ins):
+        names = set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) - {"argparse.Namespace"}
+        stand_ins = [(type(name, (_Unpickled,), {"global_name": name}), name) for name in sorted(names)]
+        with torch.serialization.safe_globals([argparse.Namespace, *stand_ins]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"checkpoint_path {path} holds a {type(checkpoint).__name__}, not a state dict")

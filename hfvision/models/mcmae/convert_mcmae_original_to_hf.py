@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,38 +53,72 @@ PRETRAINING, CLASSIFICATION = "pretraining", "classification"
 MODEL_CLASSES = {PRETRAINING: McMaeForPreTraining, CLASSIFICATION: McMaeForImageClassification}
 
 
-# Copied from hfvision.models.pyramidclip.convert_pyramidclip_original_to_hf.load_original_state_dict
-def load_original_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of an official checkpoint (`.pth`, `.pth.tar`, `.pt`), loaded without running pickled code.
+# Copied from hfvision.models.lps.convert_lps_original_to_hf._Unpickled
+class _Unpickled:
+    """Inert stand-in for an object the checkpoint pickled beside its tensors; records its arguments, runs nothing.
 
-    Accepts a bare state dict or one nested under `"state_dict"` or `"model"` (other entries, such as the optimizer
-    state or the training script's `argparse.Namespace`, are ignored), with or without the `module.` prefix that
-    `DistributedDataParallel` adds.
+    Rebuilt without arguments (a dict subclass such as Lightning's `AttributeDict`, whose items follow), it becomes a
+    plain `dict`. A `functools.partial` keeps `(func, args, keywords, dict)` in `state`.
+    """
+
+    global_name = ""
+
+    def __new__(cls, *args: Any) -> Any:
+        if not args:
+            return {}
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any) -> None:
+        self.arguments = args
+        self.state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+# Copied from hfvision.models.lps.convert_lps_original_to_hf.load_original_checkpoint
+def load_original_checkpoint(checkpoint_path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read an official checkpoint's weights and hyper-parameters without running code from it.
+
+    Accepts a Lightning checkpoint (`state_dict` + `hyper_parameters`), a `{"model": state_dict}` or
+    `{"state_dict": ...}` file, or a bare state dict, as `.ckpt`, `.pth`, `.pth.tar` or `.pt`. `module.` prefixes
+    (DataParallel / DistributedDataParallel) are removed.
+
+    Returns:
+        The state dict and the hyper-parameters (empty when the file has none).
 
     Raises:
-        FileNotFoundError: no file at `checkpoint_path`.
-        ValueError: the file holds no tensor dict, or objects `torch.load(weights_only=True)` refuses.
+        FileNotFoundError: if the file does not exist.
+        ValueError: if the file holds no state dict of tensors.
     """
     path = Path(checkpoint_path)
     if not path.is_file():
-        raise FileNotFoundError(f"`checkpoint_path` {path} is not a file.")
-    try:
+        raise FileNotFoundError(f"checkpoint_path {path} does not exist")
+    try:  # the MAE-family training scripts save their `argparse.Namespace` (plain data) beside the weights
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors come as several types; each means "not a weights file"
-        raise ValueError(
-            f"`checkpoint_path` {path} is not a loadable weights-only PyTorch checkpoint: {error}"
-        ) from error
-    for nesting in ("state_dict", "model"):
-        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(nesting), dict):
-            checkpoint = checkpoint[nesting]
+    except pickle.UnpicklingError:
+        names = set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) - {"argparse.Namespace"}
+        stand_ins = [(type(name, (_Unpickled,), {"global_name": name}), name) for name in sorted(names)]
+        with torch.serialization.safe_globals([argparse.Namespace, *stand_ins]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"checkpoint_path {path} holds a {type(checkpoint).__name__}, not a state dict")
+    hyper_parameters = checkpoint.get("hyper_parameters")
+    for key in ("state_dict", "model"):
+        if isinstance(checkpoint.get(key), Mapping):
+            checkpoint = checkpoint[key]
             break
-    if not isinstance(checkpoint, dict) or not checkpoint:
-        raise ValueError(f"`checkpoint_path` {path} holds no state dict (got {type(checkpoint).__name__}).")
-    not_tensors = [key for key, value in checkpoint.items() if not isinstance(value, torch.Tensor)]
-    if not_tensors:
-        raise ValueError(f"`checkpoint_path` {path}: entries {not_tensors[:5]} are not tensors; expected a state dict.")
-    return {key.removeprefix("module."): value for key, value in checkpoint.items()}
+    if not checkpoint or not all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
+        raise ValueError(
+            f"checkpoint_path {path} holds no state dict of tensors (looked at the file, `state_dict` and `model`)"
+        )
+    state_dict = {}
+    for key, value in checkpoint.items():
+        while key.startswith("module."):
+            key = key[len("module.") :]
+        state_dict[key] = value
+    return state_dict, dict(hyper_parameters) if isinstance(hyper_parameters, Mapping) else {}
 
 
 def checkpoint_kind(state_dict: dict[str, torch.Tensor]) -> str:
@@ -112,7 +148,7 @@ def config_from_checkpoint(
     """The [`McMaeConfig`] of an official checkpoint, read from its tensor shapes.
 
     Args:
-        state_dict: official tensors (see `load_original_state_dict`).
+        state_dict: official tensors (see `load_original_checkpoint`).
         num_attention_heads: heads of the transformer stage; by default width / 64 (official Base: 768 / 64 = 12).
         decoder_num_attention_heads: heads of the MAE decoder (official: 16); unused for fine-tuned checkpoints.
     """
@@ -312,7 +348,7 @@ def convert_checkpoint(
     Returns:
         The converted model, in eval mode.
     """
-    state_dict = load_original_state_dict(checkpoint_path)
+    state_dict, _ = load_original_checkpoint(checkpoint_path)
     kind = checkpoint_kind(state_dict)
     if config is None and preset:
         head = {"num_labels": state_dict["head.weight"].shape[0]} if kind == CLASSIFICATION else {}

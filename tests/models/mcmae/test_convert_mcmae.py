@@ -22,7 +22,7 @@ from hfvision.models.mcmae.convert_mcmae_original_to_hf import (
     checkpoint_kind,
     config_from_checkpoint,
     convert_state_dict,
-    load_original_state_dict,
+    load_original_checkpoint,
     main,
 )
 
@@ -128,7 +128,7 @@ def test_refuses_before_writing(tmp_path, fixture, change, message):
 def test_reads_architecture_and_refuses_cls_token_heads(tmp_path, fixture):
     state_dict = official(fixture, "finetune.")
     torch.save({"model": {f"module.{key}": value for key, value in state_dict.items()}}, tmp_path / "ddp.pth")
-    assert load_original_state_dict(tmp_path / "ddp.pth").keys() == state_dict.keys()
+    assert load_original_checkpoint(tmp_path / "ddp.pth")[0].keys() == state_dict.keys()
     config = config_from_checkpoint(state_dict)
     assert (config.hidden_sizes, config.depths, config.patch_sizes) == ([8, 16, 32], [2, 2, 2], [4, 2, 2])
     assert (config.mlp_ratios, config.conv_kernel_size, config.image_size, config.num_labels) == ([2, 2, 2], 5, 224, 5)

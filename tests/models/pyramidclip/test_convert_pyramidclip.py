@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import pickle
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from hfvision.models.pyramidclip import PyramidClipModel
 from hfvision.models.pyramidclip.convert_pyramidclip_original_to_hf import (
     config_from_checkpoint,
     convert_state_dict,
-    load_original_state_dict,
+    load_original_checkpoint,
     main,
 )
 
@@ -140,21 +139,21 @@ def test_refuses_before_writing(tmp_path, official_state_dict, no_merges_bpe, ch
 @pytest.mark.parametrize("nesting", ["state_dict", "model", None])
 def test_loads_every_official_nesting(tmp_path, official_state_dict, nesting):
     path = save_official(official_state_dict, tmp_path / "checkpoint.pth", nesting)
-    loaded = load_original_state_dict(path)
+    loaded, _ = load_original_checkpoint(path)
     assert loaded.keys() == official_state_dict.keys()
     assert all(torch.equal(loaded[key], value) for key, value in official_state_dict.items())
 
 
-def test_refuses_pickled_code_and_resnet_checkpoints(tmp_path, official_state_dict):
+def test_pickled_code_does_not_run_and_resnet_checkpoints_are_refused(tmp_path, official_state_dict, capsys):
     class Payload:
         def __reduce__(self):
             return (print, ("this must not run",))
 
     path = tmp_path / "code.pth"
-    with path.open("wb") as handle:
-        pickle.dump({"state_dict": Payload()}, handle, protocol=2)
-    with pytest.raises(ValueError, match="not a loadable weights-only PyTorch checkpoint"):
-        load_original_state_dict(path)
+    torch.save({"state_dict": Payload()}, path)
+    with pytest.raises(ValueError, match="holds no state dict of tensors"):
+        load_original_checkpoint(path)
+    assert "this must not run" not in capsys.readouterr().out  # the pickled call met an inert stand-in
     with pytest.raises(ValueError, match="ResNet-50 checkpoint"):
         config_from_checkpoint({**official_state_dict, "visual.layer1.0.conv1.weight": torch.zeros(1)})
 
