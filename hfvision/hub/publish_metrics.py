@@ -57,6 +57,13 @@ launch_gradio_widget(module)
 _REQUIREMENTS = "evaluate>=0.4\ndatasets\nnumpy\n"
 
 
+def _check_metric(name: str, repo_id: str) -> None:
+    """Raise a ValueError for a metric hfvision does not ship or an invalid repo id."""
+    if name not in available_metrics():
+        raise ValueError(f"unknown metric {name!r}; hfvision ships {available_metrics()}")
+    check_repo_id(repo_id)
+
+
 def build_metric_space(name: str, repo_id: str, out_dir: str | Path) -> list[str]:
     """Write the Space folder of one shipped metric module.
 
@@ -72,9 +79,7 @@ def build_metric_space(name: str, repo_id: str, out_dir: str | Path) -> list[str
     Raises:
         ValueError: for an unknown metric, or a repo id that is not `namespace/<name>`.
     """
-    if name not in available_metrics():
-        raise ValueError(f"unknown metric {name!r}; hfvision ships {available_metrics()}")
-    check_repo_id(repo_id)
+    _check_metric(name, repo_id)
     if repo_id.split("/")[1] != name:
         raise ValueError(f"repo_id must end in /{name}: evaluate.load downloads <repo name>.py, got {repo_id!r}")
     script = resources.files("hfvision.metrics").joinpath(name, f"{name}.py").read_text(encoding="utf-8")
@@ -110,9 +115,7 @@ def publish_metrics(
     names = available_metrics() if names is None else list(names)
     repo_ids = [f"{namespace}/{name}" for name in names]
     for name, repo_id in zip(names, repo_ids, strict=True):
-        if name not in available_metrics():
-            raise ValueError(f"unknown metric {name!r}; hfvision ships {available_metrics()}")
-        check_repo_id(repo_id)
+        _check_metric(name, repo_id)
     api = HfApi(token=token)
     for name, repo_id in zip(names, repo_ids, strict=True):
         with tempfile.TemporaryDirectory(prefix="hfvision-metric-") as staging:
