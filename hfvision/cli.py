@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             model_card = card_from_checkpoint(args.checkpoint_dir, model_id=args.repo_id)
         except (ValueError, FileNotFoundError) as err:
-            parser.exit(2, f"hfvision card: error: {err}\n")
+            parser.exit(2, f"hfvision card: error: {_one_line(err)}\n")
         output = args.output or os.path.join(args.checkpoint_dir, "README.md")
         model_card.save(output)
         results = len(model_card.data.eval_results or [])
