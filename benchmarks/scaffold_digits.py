@@ -13,10 +13,11 @@ is reported. Conditions:
 - `last_layer`: the last layer's heads only (beta = 5); `grad_x_input`: gradient x input (beta = 0.2) (not in the
   default set, add them with `--conditions`);
 - `smat`: the teacher explainer meta-learned through the one-step lookahead (meta Adam, lr `--meta-lr`);
-- `static+distractors` / `smat+distractors`: 16 random-score heads (fresh per batch) appended to the teacher's 16
-  real heads: each scores every key token N(0, std^2) (std `--distractor-std` 3), the same score in every query row
-  (`--distractor-scores entry` draws every (query, key) score instead, which the mean over query rows shrinks by
-  sqrt(17)); SMaT should move the explainer's weight onto the real heads and beat uniform mixing.
+- `static+distractors` / `smat+distractors`: 16 random-score heads appended to the teacher's 16 real heads: each
+  scores every key token N(0, std^2) (std `--distractor-std` 3), the same score in every query row. By default the
+  scores are fixed per image (`--distractor-scores image`: the same wrong explanation of an image at every epoch);
+  `token` draws them afresh at every call, `entry` draws every (query, key) score afresh (the mean over query rows
+  shrinks those by sqrt(17)). SMaT should move the explainer's weight onto the real heads and beat uniform mixing.
 
 Usage (about 10 CPU minutes for the students, 1-2 for the teacher, which `--teacher-dir` re-uses instead; writes
 runs/scaffold_digits/results.json and the table):
@@ -81,23 +82,41 @@ def fit_teacher(train: tuple[torch.Tensor, torch.Tensor], epochs: int, seed: int
 
 
 class DistractorHeads:
-    """Append `num_heads` random-score heads as extra 'layers' (fresh per call, own generator).
+    """Append `num_heads` random-score heads as extra 'layers' (own generator, never torch's global stream).
 
-    `per="token"`: each head scores every key token N(0, std^2), the same score for every query row (a head that
-    attends to random tokens); `per="entry"`: every (query, key) score is drawn independently, which the explainer's
-    mean over the query rows shrinks by sqrt(T).
+    `per="image"`: every image gets its own random key-token scores N(0, std^2), the same in every query row and at
+    every call: a fixed random table looked up by a fingerprint of the image (the teacher's first-head CLS-row
+    scores, rounded), so the teacher's explanation of an image is always the same wrong one. `per="token"`: the
+    same per-token scores, but drawn afresh at every call (their average over the epochs is uniform, so they only
+    blur the target). `per="entry"`: every (query, key) score drawn afresh, which the explainer's mean over the
+    query rows shrinks by sqrt(T).
     """
 
-    def __init__(self, num_heads: int, heads_per_layer: int, std: float, seed: int, per: str = "token"):
+    TABLE_SIZE = 65521  # a prime: fingerprints fold into this many fixed random score rows
+
+    def __init__(self, num_heads: int, heads_per_layer: int, std: float, seed: int, per: str = "image"):
         self.num_layers, self.heads_per_layer = num_heads // heads_per_layer, heads_per_layer
-        self.std, self.per = std, per
+        self.num_heads, self.std, self.per = num_heads, std, per
         self.generator = torch.Generator().manual_seed(seed)
+        self.table: torch.Tensor | None = None
+
+    def _per_image(self, scores: torch.Tensor) -> torch.Tensor:
+        tokens = scores.shape[-1]
+        if self.table is None:
+            self.table = torch.randn((self.TABLE_SIZE, self.num_heads, tokens), generator=self.generator) * self.std
+        fingerprint = (scores[:, 0, 0, :].double() * 100).round().long()  # (B, T), fixed per image (frozen teacher)
+        weights = torch.arange(1, tokens + 1, dtype=torch.long) * 7919
+        index = torch.remainder((fingerprint * weights).sum(-1), self.TABLE_SIZE)
+        return self.table[index].unsqueeze(2)  # (B, heads, 1, T)
 
     def __call__(self, scores: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         batch, _, tokens, _ = scores[0].shape
-        rows = 1 if self.per == "token" else tokens
-        shape = (batch, self.num_layers * self.heads_per_layer, rows, tokens)
-        noise = (torch.randn(shape, generator=self.generator) * self.std).expand(-1, -1, tokens, -1)
+        if self.per == "image":
+            noise = self._per_image(scores[0])
+        else:
+            rows = 1 if self.per == "token" else tokens
+            noise = torch.randn((batch, self.num_heads, rows, tokens), generator=self.generator) * self.std
+        noise = noise.expand(-1, -1, tokens, -1)
         return (*scores, *noise.split(self.heads_per_layer, dim=1))
 
 
@@ -259,9 +278,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--distractor-std", type=float, default=3.0, help="std of the distractor heads' scores")
     parser.add_argument(
         "--distractor-scores",
-        default="token",
-        choices=["token", "entry"],
-        help="one random score per key token (the same for every query row) or per (query, key) entry",
+        default="image",
+        choices=["image", "token", "entry"],
+        help="random key-token scores fixed per image, drawn afresh per call, or drawn afresh per (query, key) entry",
     )
     parser.add_argument("--output-dir", default="runs/scaffold_digits")
     parser.add_argument(

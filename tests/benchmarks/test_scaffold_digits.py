@@ -26,7 +26,7 @@ def load_script() -> ModuleType:
 
 
 def test_token_distractors_score_each_key_once_and_leave_the_global_stream_alone():
-    distractors = load_script().DistractorHeads(num_heads=4, heads_per_layer=2, std=3.0, seed=0)
+    distractors = load_script().DistractorHeads(num_heads=4, heads_per_layer=2, std=3.0, seed=0, per="token")
     real = (torch.zeros(5, 2, 17, 17),) * 3
     state = torch.get_rng_state()
     scores = distractors(real)
@@ -36,6 +36,22 @@ def test_token_distractors_score_each_key_once_and_leave_the_global_stream_alone
     assert torch.equal(noise, noise[:, :, :1].expand_as(noise))  # the same key scores in every query row
     assert 2.5 < noise[:, :, 0].std().item() < 3.5
     assert not torch.equal(noise, torch.cat(distractors(real)[3:], dim=1))  # fresh per call
+
+
+def test_image_distractors_give_each_image_its_own_fixed_scores():
+    distractors = load_script().DistractorHeads(num_heads=4, heads_per_layer=2, std=3.0, seed=0)
+    first = torch.randn(6, 2, 17, 17)  # stands for the teacher's first-layer scores of 6 images
+    real = (first, torch.randn(6, 2, 17, 17))
+    state = torch.get_rng_state()
+    noise = torch.cat(distractors(real)[2:], dim=1)
+    assert torch.equal(state, torch.get_rng_state())
+    assert noise.shape == (6, 4, 17, 17) and torch.equal(noise, noise[:, :, :1].expand_as(noise))
+    # The same image gets the same scores at every call, whatever else is in the batch; other images other scores.
+    order = torch.tensor([4, 1, 5])
+    again = torch.cat(distractors((first[order], real[1][order]))[2:], dim=1)
+    assert torch.equal(again, noise[order])
+    assert all(not torch.equal(noise[i], noise[j]) for i in range(6) for j in range(i))
+    assert 2.0 < noise[:, :, 0].std().item() < 4.0
 
 
 def test_entry_distractors_draw_every_score():
