@@ -78,6 +78,7 @@ def run(name: str, flags: list[str], args: argparse.Namespace, data_dir: Path) -
         "--output_dir", str(output_dir), "--overwrite_output_dir",
         "--max_steps", str(args.max_steps), "--eval_steps", str(args.max_steps),
         "--checkpointing_steps", str(args.max_steps), "--seed", str(args.seed),
+        "--image_size", str(args.image_size), "--num_frames", str(args.num_frames),
     ]  # fmt: skip
     print(f"== {name}: python training/pretrain_vatt.py {' '.join(argv)}", flush=True)
     return pretrain_vatt.main(argv)
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     parser.add_argument("--output_dir", default="runs/vatt_synthetic")
     parser.add_argument("--max_steps", type=int, default=2500)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--image_size", type=int, default=16, help="frame side the model sees (the clips are 32 px)")
+    parser.add_argument("--num_frames", type=int, default=4, help="frames the model sees (the clips have 8)")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs' eval_results.json")
     args = parser.parse_args(argv)
 
