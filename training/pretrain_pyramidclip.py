@@ -10,8 +10,9 @@ Usage (one or many processes, CPU or GPUs; a YAML file gives defaults that comma
 
 What it does, in order:
 1. data: `--synthetic` first writes seeded synthetic scenes (WebDataset tars, a shard count that is a multiple of the
-   world size) into `output_dir/synthetic_data` on the main process; otherwise `--train_data` / `--eval_data` name
-   builder folders, tar globs or Hub ids read by `hfvision.data.load_image_text_stream`;
+   world size) into `output_dir/synthetic_data` (or `--synthetic_data_dir`, reused when built with the same arguments)
+   on the main process; otherwise `--train_data` / `--eval_data` name builder folders, tar globs or Hub ids read by
+   `hfvision.data.load_image_text_stream`;
 2. tokenizer: a small CLIP BPE trained on the first captions of the training stream (main process; saved to
    `output_dir/processor`, which the other processes load), unless `--tokenizer_name_or_path` or
    `--model_name_or_path` provides one;
@@ -27,6 +28,12 @@ What it does, in order:
    `class_names.json`) and image<->text recall@k on the eval split, on the main process;
 7. at the end: `save_pretrained` of the model and processor into `output_dir/final` (safetensors) with
    `eval_results.json` (final metrics + the run's arguments).
+
+`--objective` picks the paper's objective or one of the ablations that tell its parts apart, on the same towers, data
+and steps (`OBJECTIVES`): `pyramid` (the paper's: the six-term pyramid loss, alpha 0.2), `pyramid_hard` (the same with
+alpha 0), `clip` (CLIP's InfoNCE on the global view and the caption), `clip_soft` (that single pair with alpha 0.2)
+and `clip_multi` (CLIP with the summary and attribute text as extra captions: plain InfoNCE of the global view against
+each of the three texts, averaged). With `--model_name_or_path` the objective's settings replace the checkpoint's.
 
 Deviations from the paper's training recipe: region features are the processor's pixel stand-ins (no detector ships
 offline); with gradient accumulation each micro-batch is its own contrastive batch (no feature caching).
@@ -60,15 +67,43 @@ from hfvision.models.pyramidclip import (
     PyramidClipProcessor,
     train_clip_tokenizer,
 )
-from hfvision.models.pyramidclip.modeling_pyramidclip import LOSS_TERMS
+from hfvision.models.pyramidclip.modeling_pyramidclip import LOSS_TERMS, MULTI_CAPTION_LOSS_TERMS
 from hfvision.training import StreamDataArguments, StreamTrainingArguments
 
 logger = get_logger(__name__)
 
 PROMPT_TEMPLATE = "a photo of a {}."
 RECALL_AT = (1, 5, 10)
-OBJECTIVES = ("pyramid", "clip")
+PAPER_ALPHA = 0.2  # the paper's softening of the negatives
 CLIP_INPUTS = ("input_ids", "attention_mask", "pixel_values")
+TEXT_VIEW_INPUTS = ("summary_input_ids", "summary_attention_mask", "attribute_input_ids", "attribute_attention_mask")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One `--objective`: the config settings it trains with, the batch inputs it reads and its logged loss terms."""
+
+    config: dict[str, Any]
+    inputs: tuple[str, ...] | None = None  # None: the whole pyramid batch
+    loss_terms: tuple[str, ...] = ()
+
+    def select(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The part of a pyramid batch (`PyramidBatchCollator`) this objective trains on."""
+        return dict(batch) if self.inputs is None else {name: batch[name] for name in self.inputs}
+
+
+# The paper's objective and the ablations that separate its parts (softening, text pyramid, visual pyramid).
+OBJECTIVES: dict[str, Objective] = {
+    "pyramid": Objective({"softening_alpha": PAPER_ALPHA, "objective": "pyramid"}, loss_terms=LOSS_TERMS),
+    "pyramid_hard": Objective({"softening_alpha": 0.0, "objective": "pyramid"}, loss_terms=LOSS_TERMS),
+    "clip": Objective({"softening_alpha": 0.0}, CLIP_INPUTS),
+    "clip_soft": Objective({"softening_alpha": PAPER_ALPHA}, CLIP_INPUTS),
+    "clip_multi": Objective(
+        {"softening_alpha": 0.0, "objective": "multi_caption"},
+        CLIP_INPUTS + TEXT_VIEW_INPUTS,
+        MULTI_CAPTION_LOSS_TERMS,
+    ),
+}
 
 
 # --- arguments -----------------------------------------------------------------------------------------------------
@@ -92,8 +127,10 @@ class ModelArguments:
     objective: str = field(
         default="pyramid",
         metadata={
-            "help": "pyramid: the PyramidCLIP objective; clip: the baseline, plain CLIP InfoNCE (alpha 0) between the "
-            "global view and the caption, same encoders and data."
+            "help": "pyramid: the PyramidCLIP objective (alpha 0.2); pyramid_hard: the same with alpha 0; clip: the "
+            "baseline, plain CLIP InfoNCE between the global view and the caption; clip_soft: that pair with alpha "
+            "0.2; clip_multi: CLIP with the summary and attribute text as extra captions (plain InfoNCE of the global "
+            "view against each of the three texts, averaged). Same encoders and data for all."
         },
     )
     tokenizer_vocab_size: int = field(default=1000, metadata={"help": "Vocabulary size of the trained tokenizer."})
@@ -118,6 +155,14 @@ class DataArguments(StreamDataArguments):
         default=0.0, metadata={"help": "Fraction of synthetic training captions swapped for another scene's."}
     )
     synthetic_shards_per_process: int = field(default=2, metadata={"help": "Synthetic tars per training process."})
+    synthetic_data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the synthetic scenes (default: output_dir/synthetic_data). Scenes already there that "
+            "were built with the same arguments are reused (runs that differ only in the objective share one build); "
+            "otherwise they are rebuilt in place."
+        },
+    )
 
 
 def parse_args(
@@ -127,6 +172,8 @@ def parse_args(
     model_args, data_args, training_args = training.parse_args(
         (ModelArguments, DataArguments, StreamTrainingArguments), argv
     )
+    if model_args.objective not in OBJECTIVES:
+        raise ValueError(f"`objective` must be one of {tuple(OBJECTIVES)}, got {model_args.objective!r}")
     if data_args.synthetic and data_args.train_data:
         raise ValueError("pass either `--synthetic` or `--train_data`, not both")
     if not data_args.synthetic and not data_args.train_data:
@@ -138,8 +185,11 @@ def parse_args(
 
 
 def prepare_synthetic_data(data_args: DataArguments, output_dir: Path, accelerator: Accelerator, seed: int) -> Path:
-    """Builds the synthetic scenes once (main process first; the others then find them) and returns their folder."""
-    data_dir = output_dir / "synthetic_data"
+    """Builds the synthetic scenes once (main process first; the others then find them) and returns their folder.
+
+    Scenes whose `build_args.json` equals this run's build arguments are reused as they are.
+    """
+    data_dir = Path(data_args.synthetic_data_dir) if data_args.synthetic_data_dir else output_dir / "synthetic_data"
     world_size = accelerator.num_processes
     num_shards = world_size * data_args.synthetic_shards_per_process
     build_args = {
@@ -208,10 +258,12 @@ def build_model(model_args: ModelArguments, vocab_size: int, roi_feature_dim: in
     """A fresh preset model fitted to the processor, or the checkpoint to continue from.
 
     `vocab_size` is the tokenizer's; `roi_feature_dim` is the size of the image processor's stand-in region features
-    (pooled pixels + box), which replace the paper's 2052-d detector features.
+    (pooled pixels + box), which replace the paper's 2052-d detector features. Either way the model trains with the
+    settings of `--objective`.
     """
+    objective_overrides = OBJECTIVES[model_args.objective].config
     if model_args.model_name_or_path:
-        model = PyramidClipModel.from_pretrained(model_args.model_name_or_path)
+        model = PyramidClipModel.from_pretrained(model_args.model_name_or_path, **objective_overrides)
         vision_config = model.config.vision_config
         if model_args.image_size not in (None, vision_config.image_size):
             raise ValueError(
@@ -223,12 +275,9 @@ def build_model(model_args: ModelArguments, vocab_size: int, roi_feature_dim: in
                 f"{roi_feature_dim}-d ones"
             )
         return model
-    if model_args.objective not in OBJECTIVES:
-        raise ValueError(f"`objective` must be one of {OBJECTIVES}, got {model_args.objective!r}")
     vision_overrides = {"roi_feature_dim": roi_feature_dim}
     if model_args.image_size is not None:
         vision_overrides["image_size"] = model_args.image_size
-    objective_overrides = {"softening_alpha": 0.0} if model_args.objective == "clip" else {}
     config = PyramidClipConfig.from_preset(
         model_args.model_preset,
         text_config={"vocab_size": vocab_size},
@@ -419,10 +468,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             def evaluate(unwrapped: nn.Module) -> dict[str, float]:
                 return evaluate_zero_shot(unwrapped, processor, eval_loader, class_names, accelerator.device)
 
+    objective = OBJECTIVES[model_args.objective]
+
     def forward(model: nn.Module, batch: dict[str, Any]) -> Any:
-        if model_args.objective == "clip":  # the baseline sees only the global view and the caption
-            batch = {name: batch[name] for name in CLIP_INPUTS}
-        return model(**batch, return_loss=True)
+        return model(**objective.select(batch), return_loss=True)  # the CLIP ablations read part of the pyramid
 
     # 5. Train.
     accelerator.init_trackers("pretrain_pyramidclip", config={k: v for k, v in run_config.items() if v is not None})
@@ -435,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         training_args,
         global_step,
         forward=forward,
-        loss_terms=LOSS_TERMS,
+        loss_terms=objective.loss_terms,
         evaluate=evaluate,
         extra_logs=lambda unwrapped: {"train/logit_scale": float(unwrapped.logit_scale.detach().exp())},
         description="pretrain",

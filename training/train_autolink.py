@@ -8,6 +8,8 @@ the learned graph. Usage (one or many processes, CPU or GPUs; a YAML file gives 
         --output_dir runs/autolink-faces
     # the no-graph ablation: the decoder gets an all-zero edge map, so the detector never gets a gradient
     python training/train_autolink.py --config training/configs/train_autolink_stick_figures.yaml --use_edge_map false
+    # the frozen-graph control: the detector trains, the graph keeps its initial (random) edge weights
+    python training/train_autolink.py --config training/configs/train_autolink_stick_figures.yaml --freeze_graph
 
 What it does:
 1. data: `--stick_figures` first writes seeded articulated stick figures (`hfvision.data.build_stick_figures`:
@@ -16,7 +18,11 @@ What it does:
    (ground-truth `keypoints` in the samples are used for evaluation only, never for training);
 2. model from a preset (`--model_preset`, overrides `--num_keypoints` / `--edge_thickness` / `--image_size`) or a
    checkpoint; the paper's optimiser: AdamW, lr 1e-4, weight decay 1e-3 on every parameter (the graph's x512
-   reparametrisation lives in the model), here with warmup + cosine;
+   reparametrisation lives in the model), with warmup + cosine by default or the paper's constant rate
+   (`--lr_schedule constant --warmup_steps 0`); `--freeze_graph` keeps the edge scores out of training (a control);
+   `--perceptual_backbone DIR` trains with the paper's feature loss (`perceptual_loss="vgg"`) on a small VGG-style
+   network standing in for VGG16, whose ImageNet weights cannot be had offline: if DIR holds none yet, one is first
+   trained there as a classifier on Fashion-MNIST with random colours (`train_feature_network`);
 3. each batch: the processor's resize + [-1, 1] normalisation, the paper's random horizontal flip, and the block
    mask's noise, all seeded by the batch's sample keys (`hfvision.training.batch_seed`), so resume is exact;
 4. the shared loop of `hfvision.training` (accumulation, mixed precision, checkpoints, resume, progress, trackers);
@@ -24,7 +30,10 @@ What it does:
    masks, the keypoint error after a linear regression to the true joints (`keypoint_regression_error`; first half
    fits, second half scores; normalised by the figure's box diagonal) and how many of the graph's strongest edges are
    true bones (`skeleton_recovery`, with the bones of the data folder's `skeleton.json`: Hungarian-matched precision
-   and the nearest-joint bone recall);
+   and the nearest-joint bone recall, each beside its exact chance level, `*_chance`). The shuffled-graph control is
+   evaluated alongside (`shuffled_graph_*`): the same trained model with its learned edge weights permuted among the
+   keypoint pairs (a seeded permutation, `--shuffled_graph_seed`), so the weights keep their values but lose their
+   pairs;
 6. at the end: `save_pretrained` of model + processor into `output_dir/final` with `eval_results.json` and
    `keypoints.png`, held-out images with their keypoints and the learned skeleton drawn on them, and
    `edge_weights.png`, the learned graph as a heatmap (with matplotlib, the `plots` extra).
@@ -32,8 +41,9 @@ What it does:
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,11 +53,16 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from PIL import Image
+from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+from transformers import get_constant_schedule_with_warmup
 
 import hfvision  # noqa: F401  (registers AutoLink with the Auto classes)
 from hfvision import training
 from hfvision.data import build_stick_figures, load_image_stream
+from hfvision.data.fashion_mnist import load_fashion_mnist
 from hfvision.data.stick_figures import DARK_ON_LIGHT
 from hfvision.metrics import load_metric
 from hfvision.models.autolink import (
@@ -56,6 +71,7 @@ from hfvision.models.autolink import (
     AutoLinkImageProcessor,
     draw_keypoint_strip,
 )
+from hfvision.models.autolink.modeling_autolink import IMAGENET_MEAN, IMAGENET_STD
 from hfvision.plotting import plot_matrix
 from hfvision.training import StreamDataArguments, StreamTrainingArguments
 
@@ -63,6 +79,16 @@ logger = get_logger(__name__)
 
 LOSS_TERMS = ("l1_loss", "ssim_loss", "perceptual_loss")
 OVERLAY_IMAGES = 8
+LR_SCHEDULES = ("cosine", "constant")
+SKELETON_SCORES = (
+    "edge_precision",
+    "edge_precision_chance",
+    "nearest_joint_bone_recall",
+    "nearest_joint_bone_recall_chance",
+    "bone_to_nonbone_weight_ratio",
+)
+FEATURE_NETWORK_FILE = "feature_network.safetensors"
+FEATURE_NETWORK_INFO = "feature_network.json"
 
 
 @dataclass
@@ -88,6 +114,23 @@ class ModelArguments:
     use_edge_map: bool = field(
         default=True, metadata={"help": "False: the no-graph ablation (the decoder sees an all-zero edge map)."}
     )
+    freeze_graph: bool = field(
+        default=False,
+        metadata={
+            "help": "The frozen-graph control: the edge scores keep their initial values (requires_grad False, left "
+            "out of the optimiser and its weight decay) while the detector, the decoder and alpha train."
+        },
+    )
+    perceptual_backbone: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of a small VGG-style feature network for the paper's feature loss (perceptual_loss=vgg) "
+            "in place of VGG16; if it holds none yet, one is first trained there on Fashion-MNIST with random colours."
+        },
+    )
+    perceptual_backbone_steps: int = field(
+        default=1000, metadata={"help": "Steps (batches of 128) of the feature network's classification training."}
+    )
 
 
 @dataclass
@@ -108,8 +151,8 @@ class DataArguments(StreamDataArguments):
     stick_figures_fixed_colors: bool = field(
         default=False,
         metadata={
-            "help": "Dark figures on light backgrounds instead of random colours, so the keypoints cannot learn to "
-            "encode the colours for the decoder (see the README's AutoLink section)."
+            "help": "Dark figures on light backgrounds instead of random colours (the stick-figure config's choice; "
+            "the benchmark's `colours` setting measures the random ones)."
         },
     )
     shards_per_process: int = field(default=2, metadata={"help": "Stick-figure shards per training process."})
@@ -127,6 +170,16 @@ class TrainingArguments(StreamTrainingArguments):
     weight_decay: float = field(default=1e-3, metadata={"help": "AdamW weight decay on every parameter (1e-3)."})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
     adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
+    lr_schedule: str = field(
+        default="cosine",
+        metadata={
+            "help": "cosine: linear warmup, then cosine decay. constant: the paper's (the official code has no "
+            "scheduler); `--warmup_steps 0` for no warmup."
+        },
+    )
+    shuffled_graph_seed: int = field(
+        default=0, metadata={"help": "Seed of the permutation of the edge weights in the shuffled-graph control."}
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
@@ -137,6 +190,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataA
         raise ValueError(
             f"`--stick_figures_line_width` must be two fractions 'low,high', got {data_args.stick_figures_line_width!r}"
         )
+    if training_args.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"`--lr_schedule` must be one of {LR_SCHEDULES}, got {training_args.lr_schedule!r}")
+    if model_args.perceptual_backbone_steps < 1:
+        raise ValueError(f"`--perceptual_backbone_steps` must be >= 1, got {model_args.perceptual_backbone_steps}")
     return model_args, data_args, training_args
 
 
@@ -165,7 +222,22 @@ def prepare_stick_figures(data_args: DataArguments, output_dir: Path, accelerato
 
 
 def build_model(model_args: ModelArguments) -> tuple[AutoLinkForSelfSupervisedKeypoints, AutoLinkImageProcessor]:
-    """A fresh model from the preset (with overrides) and its processor, or the checkpoint's."""
+    """A fresh model from the preset (with overrides; `perceptual_loss="vgg"` with a `perceptual_backbone`) and its
+    processor, or the checkpoint's; with `freeze_graph`, its edge scores are frozen (`requires_grad` False)."""
+    model, processor = _new_or_pretrained_model(model_args)
+    if model_args.perceptual_backbone and model.config.perceptual_loss != "vgg":
+        raise ValueError(
+            f"`--perceptual_backbone` needs a model with perceptual_loss='vgg', but {model_args.model_name_or_path} "
+            f"has {model.config.perceptual_loss!r}"
+        )
+    if model_args.freeze_graph:
+        model.autolink.graph.edge_scores.requires_grad_(False)
+    return model, processor
+
+
+def _new_or_pretrained_model(
+    model_args: ModelArguments,
+) -> tuple[AutoLinkForSelfSupervisedKeypoints, AutoLinkImageProcessor]:
     if model_args.model_name_or_path:
         model = AutoLinkForSelfSupervisedKeypoints.from_pretrained(model_args.model_name_or_path)
         return model, AutoLinkImageProcessor.from_pretrained(model_args.model_name_or_path)
@@ -180,9 +252,115 @@ def build_model(model_args: ModelArguments) -> tuple[AutoLinkForSelfSupervisedKe
         )
         if value is not None
     }
+    if model_args.perceptual_backbone:
+        overrides["perceptual_loss"] = "vgg"
     config = AutoLinkConfig.from_preset(model_args.model_preset, use_edge_map=model_args.use_edge_map, **overrides)
     size = {"height": config.image_size, "width": config.image_size}
     return AutoLinkForSelfSupervisedKeypoints(config), AutoLinkImageProcessor(size=size)
+
+
+def build_optimizer(
+    model: AutoLinkForSelfSupervisedKeypoints, training_args: TrainingArguments
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The paper's AdamW with weight decay on every trainable parameter (a frozen graph is left out), and the
+    learning-rate schedule (`cosine` after a linear warmup, or the paper's `constant`)."""
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer, lr_scheduler = training.build_optimizer(
+        model, training_args, [{"params": trainable, "weight_decay": training_args.weight_decay}]
+    )
+    if training_args.lr_schedule == "constant":
+        lr_scheduler = get_constant_schedule_with_warmup(optimizer, training_args.warmup_steps)
+    return optimizer, lr_scheduler
+
+
+# --- the feature network standing in for VGG16 ---------------------------------------------------------------------
+class FeatureNetwork(nn.Module):
+    """A small VGG-style network: stages of (conv3x3, BatchNorm, ReLU) x 2 (BatchNorm as in VGG16-BN, so that it trains
+    from scratch in a few hundred steps), a 2x2 max-pool before every stage but the first.
+
+    Called on ImageNet-normalised RGB `(B, 3, s, s)`, it returns every stage's last ReLU output (as VGG16's relu1_2,
+    relu2_2, relu3_3 cuts the paper's loss reads), the list `perceptual_loss="vgg"` expects; `classify` adds a linear
+    head on the pooled last stage, used only to train it.
+    """
+
+    def __init__(self, hidden_sizes: Sequence[int] = (16, 32, 64), num_classes: int = 10) -> None:
+        super().__init__()
+        self.hidden_sizes = list(hidden_sizes)
+        stages, in_channels = [], 3
+        for index, width in enumerate(self.hidden_sizes):
+            layers = [nn.MaxPool2d(2)] if index else []
+            for conv_in in (in_channels, width):
+                layers += [nn.Conv2d(conv_in, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+            stages.append(nn.Sequential(*layers))
+            in_channels = width
+        self.stages = nn.ModuleList(stages)
+        self.classifier = nn.Linear(in_channels, num_classes)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for stage in self.stages:
+            images = stage(images)
+            features.append(images)
+        return features
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """`(B, 3, s, s)` -> class logits `(B, num_classes)`."""
+        return self.classifier(self(images)[-1].mean(dim=(2, 3)))
+
+
+def colourised_fashion_mnist(images: np.ndarray, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Grayscale `(B, 28, 28)` uint8 -> ImageNet-normalised RGB `(B, 3, size, size)`: each image's ink and paper get
+    random colours (as the stick figures' random colours), then the bilinear resize to the loss's input size."""
+    ink = torch.from_numpy(images).float()[:, None] / 255  # (B, 1, 28, 28)
+    figure, background = torch.rand(2, len(images), 3, 1, 1, generator=generator)
+    rgb = background * (1 - ink) + figure * ink  # (B, 3, 28, 28) in [0, 1]
+    rgb = F.interpolate(rgb, size=(size, size), mode="bilinear", align_corners=False)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (rgb - mean) / std
+
+
+def train_feature_network(folder: Path, image_size: int, steps: int, seed: int) -> FeatureNetwork:
+    """Trains a `FeatureNetwork` as a Fashion-MNIST classifier (Adam, lr 1e-3, `steps` batches of 128 drawn from the
+    first min(60000, 128 steps) training images, random colours); saves its weights and its held-out accuracy (first
+    2000 test images) into `folder`."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():  # a seeded init that leaves the run's own random state alone
+        torch.manual_seed(seed)
+        network = FeatureNetwork()
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    train = load_fashion_mnist("train", limit=min(60_000, 128 * steps)).with_format("numpy")  # what it can sample
+    train_images, train_labels = np.asarray(train["image"]), torch.as_tensor(np.asarray(train["label"]))
+    for _ in tqdm(range(steps), desc="feature network on Fashion-MNIST"):
+        index = torch.randint(len(train_images), (128,), generator=generator)
+        inputs = colourised_fashion_mnist(train_images[index.numpy()], image_size, generator)
+        loss = F.cross_entropy(network.classify(inputs), train_labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    test = load_fashion_mnist("test", limit=2000).with_format("numpy")
+    network.eval()
+    with torch.no_grad():
+        logits = network.classify(colourised_fashion_mnist(np.asarray(test["image"]), image_size, generator))
+    accuracy = float((logits.argmax(-1).numpy() == np.asarray(test["label"])).mean())
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(network.state_dict(), str(folder / FEATURE_NETWORK_FILE))
+    info = {"hidden_sizes": network.hidden_sizes, "image_size": image_size, "steps": steps, "seed": seed}
+    (folder / FEATURE_NETWORK_INFO).write_text(json.dumps({**info, "test_accuracy": accuracy}, indent=2) + "\n")
+    logger.info("feature network: Fashion-MNIST test accuracy %.3f (random colours)", accuracy, main_process_only=False)
+    return network
+
+
+def perceptual_backbone(
+    folder: Path, image_size: int, steps: int, seed: int, accelerator: Accelerator
+) -> tuple[FeatureNetwork, float]:
+    """The feature network in `folder` (trained there first, on the main process, if absent) and its test accuracy."""
+    with accelerator.main_process_first():
+        if accelerator.is_main_process and not (folder / FEATURE_NETWORK_FILE).is_file():
+            train_feature_network(folder, image_size, steps, seed)
+    info = json.loads((folder / FEATURE_NETWORK_INFO).read_text())
+    network = FeatureNetwork(info["hidden_sizes"])
+    network.load_state_dict(load_file(str(folder / FEATURE_NETWORK_FILE)))
+    return network, info["test_accuracy"]
 
 
 class KeypointBatchCollator:
@@ -244,11 +422,32 @@ def load_eval_data(
     return EvalData(pixel_values=pixel_values, keypoints=keypoints, images=images, bones=bones)
 
 
+@contextlib.contextmanager
+def shuffled_graph(model: AutoLinkForSelfSupervisedKeypoints, seed: int) -> Iterator[torch.Tensor]:
+    """The shuffled-graph control: inside the block, the model's learned edge weights are permuted among the keypoint
+    pairs i < j by a permutation seeded with `seed` (the same values on other pairs); restored bit-identical after.
+
+    Yields:
+        The permutation `(K (K - 1) / 2,)`: pair p (in `triu_indices` order) takes the weight of pair `permutation[p]`.
+    """
+    edge_scores = model.autolink.graph.edge_scores
+    first, second = torch.triu_indices(*edge_scores.shape, offset=1, device=edge_scores.device)
+    permutation = torch.randperm(len(first), generator=torch.Generator().manual_seed(seed)).to(edge_scores.device)
+    learned = edge_scores.detach().clone()
+    with torch.no_grad():  # w = softplus(sklr * S) elementwise: permuting the scores permutes the weights
+        edge_scores[first, second] = learned[first, second][permutation]
+    try:
+        yield permutation
+    finally:
+        with torch.no_grad():
+            edge_scores.copy_(learned)
+
+
 @torch.no_grad()
-def evaluate_keypoints(
+def _predict(
     model: AutoLinkForSelfSupervisedKeypoints, data: EvalData, batch_size: int, device: torch.device
-) -> dict[str, float]:
-    """Reconstruction loss with fixed masks, regressed keypoint error and skeleton recovery on the eval split."""
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean reconstruction loss with fixed masks, keypoints `(N, K, 2)` in pixels, the graph `(K, K)`."""
     was_training = model.training
     model.eval()
     grid = model.config.mask_grid_size
@@ -260,25 +459,46 @@ def evaluate_keypoints(
         outputs = model(pixel_values=pixel_values, noise=noise[start : start + batch_size].to(device))
         losses.append(float(outputs.loss) * len(pixel_values))
         keypoints.append(outputs.keypoints.float().cpu())
-    edge_weights = outputs.edge_weights.float().cpu().numpy()
     model.train(was_training)
     height, width = data.pixel_values.shape[-2:]
     learned = (torch.cat(keypoints).numpy() + 1) / 2 * np.array([width - 1, height - 1])  # (N, K, 2) pixels
-    metrics = {"reconstruction_loss": sum(losses) / len(learned), "num_samples": float(len(learned))}
+    return sum(losses) / len(learned), learned, outputs.edge_weights.float().cpu().numpy()
+
+
+def _skeleton_scores(learned: np.ndarray, data: EvalData, edge_weights: np.ndarray) -> dict[str, float]:
+    """`skeleton_recovery`'s two readings of the graph, each with its exact chance level, and the weight ratio."""
+    recovery = load_metric("skeleton_recovery").compute(
+        predictions=learned, references=data.keypoints, edge_weights=edge_weights, bones=data.bones
+    )
+    return {
+        **{name: float(recovery[name]) for name in SKELETON_SCORES},
+        "spanning_tree_match": float(recovery["spanning_tree_match"]),
+    }
+
+
+def evaluate_keypoints(
+    model: AutoLinkForSelfSupervisedKeypoints,
+    data: EvalData,
+    batch_size: int,
+    device: torch.device,
+    shuffled_graph_seed: int = 0,
+) -> dict[str, float]:
+    """Reconstruction loss with fixed masks, regressed keypoint error and skeleton recovery (with chance levels) on
+    the eval split; with true bones, also the shuffled-graph control (`shuffled_graph_*`: the reconstruction loss and
+    the skeleton scores of the same model with its edge weights permuted among the pairs)."""
+    reconstruction_loss, learned, edge_weights = _predict(model, data, batch_size, device)
+    metrics = {"reconstruction_loss": reconstruction_loss, "num_samples": float(len(learned))}
     regression = load_metric("keypoint_regression_error").compute(
         predictions=learned, references=data.keypoints, num_fit=len(learned) // 2, normalizer="bbox_diagonal"
     )
     metrics.update(keypoint_nme=regression["nme"], mean_pose_nme=regression["mean_pose_nme"])
     if data.bones is not None:
-        recovery = load_metric("skeleton_recovery").compute(
-            predictions=learned, references=data.keypoints, edge_weights=edge_weights, bones=data.bones
-        )
-        metrics.update(
-            edge_precision=recovery["edge_precision"],
-            spanning_tree_match=float(recovery["spanning_tree_match"]),
-            bone_to_nonbone_weight_ratio=recovery["bone_to_nonbone_weight_ratio"],
-            nearest_joint_bone_recall=recovery["nearest_joint_bone_recall"],
-        )
+        metrics.update(_skeleton_scores(learned, data, edge_weights))
+        with shuffled_graph(model, shuffled_graph_seed):
+            shuffled_loss, _, shuffled_weights = _predict(model, data, batch_size, device)
+        metrics["shuffled_graph_reconstruction_loss"] = shuffled_loss
+        for name, value in _skeleton_scores(learned, data, shuffled_weights).items():
+            metrics[f"shuffled_graph_{name}"] = value
     return metrics
 
 
@@ -320,11 +540,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     model, processor = build_model(model_args)
     logger.info("%.2fM parameters", sum(parameter.numel() for parameter in model.parameters()) / 1e6)
+    backbone_accuracy = None
+    if model_args.perceptual_backbone:
+        backbone, backbone_accuracy = perceptual_backbone(
+            Path(model_args.perceptual_backbone),
+            model.config.perceptual_image_size,
+            model_args.perceptual_backbone_steps,
+            training_args.seed,
+            accelerator,
+        )
+        model.set_perceptual_backbone(backbone.to(accelerator.device))
     # The paper decays every parameter (the graph logits included; its x512 reparametrisation is in the model).
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer, lr_scheduler = training.build_optimizer(
-        model, training_args, [{"params": trainable, "weight_decay": training_args.weight_decay}]
-    )
+    optimizer, lr_scheduler = build_optimizer(model, training_args)
 
     collator = KeypointBatchCollator(
         processor, model.config.mask_grid_size, data_args.horizontal_flip, training_args.seed
@@ -344,7 +571,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     eval_data = load_eval_data(data_args, eval_source, processor) if accelerator.is_main_process else None
 
     def evaluate(unwrapped: nn.Module) -> dict[str, float]:
-        return evaluate_keypoints(unwrapped, eval_data, data_args.per_device_eval_batch_size, accelerator.device)
+        metrics = evaluate_keypoints(
+            unwrapped,
+            eval_data,
+            data_args.per_device_eval_batch_size,
+            accelerator.device,
+            training_args.shuffled_graph_seed,
+        )
+        if backbone_accuracy is not None:
+            metrics["perceptual_backbone_test_accuracy"] = backbone_accuracy
+        return metrics
 
     accelerator.init_trackers("train_autolink", config={k: v for k, v in run_config.items() if v is not None})
     metrics = training.train(

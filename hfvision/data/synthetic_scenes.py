@@ -11,9 +11,10 @@ attribute phrases:
 - ``attributes``: "red circle, blue square"
 
 plus pixel boxes and class ids, so zero-shot classification ("a photo of a red circle") and box checks work on
-held-out scenes. ``mismatch_fraction`` swaps the text of that fraction of samples for another scene's, the noisy
-web-caption setting. Sample ``i`` depends only on ``(seed, split, i)``: any index can be drawn alone, in any order,
-by any process.
+held-out scenes. ``mismatch_fraction`` swaps the caption (and the summary written from it) of that fraction of
+samples for another scene's, the noisy web-caption setting; the attribute text always names the image's own objects,
+as the paper's detector tags do, so caption noise never reaches it. Sample ``i`` depends only on
+``(seed, split, i)``: any index can be drawn alone, in any order, by any process.
 """
 
 from __future__ import annotations
@@ -123,9 +124,11 @@ class SyntheticScenes:
         image_size: Side of the square RGB image in pixels.
         min_objects: Fewest objects in a scene.
         max_objects: Most objects in a scene (at most 5: one per position, and one colour per object).
-        mismatch_fraction: Fraction of scenes (exactly `round(mismatch_fraction * num_samples)`) whose `caption`,
-            `summary` and `attributes` are replaced by those of another, randomly chosen scene with a different
-            caption; those samples have `mismatched=True`. Boxes and labels always describe the image.
+        mismatch_fraction: Fraction of scenes (exactly `round(mismatch_fraction * num_samples)`) whose `caption`
+            and `summary` are replaced by those of another, randomly chosen scene with a different caption; those
+            samples have `mismatched=True`. The paper's summary is written from the caption (a text summarizer), so
+            it follows the caption; its attribute text is a detector's tags of the image, so `attributes`, like the
+            boxes and labels, always describes the image itself.
         shapes: Shape vocabulary, a subset of `SHAPES`.
         colours: Colour vocabulary, a subset of `COLOURS`.
 
@@ -134,12 +137,12 @@ class SyntheticScenes:
     - `image`: `PIL.Image.Image`, RGB, `image_size x image_size`.
     - `caption`: str, every object with size, colour, shape and position.
     - `summary`: str, colour and shape of every object.
-    - `attributes`: str, comma-separated "colour shape" phrases.
+    - `attributes`: str, comma-separated "colour shape" phrases of the image's own objects (never swapped).
     - `boxes`: `list[list[int]]` of shape `(num_objects, 4)`, `[x0, y0, x1, y1]` tight pixel boxes of the drawn
       pixels with exclusive `x1, y1` (PIL's `getbbox` convention), in the same order as the caption.
     - `label`: int, class id of the first (main) object's "colour shape" in `class_names()`.
     - `object_labels`: `list[int]` of length `num_objects`, class id of every object.
-    - `mismatched`: bool, whether the texts belong to another scene.
+    - `mismatched`: bool, whether `caption` and `summary` belong to another scene.
     """
 
     def __init__(
@@ -207,8 +210,8 @@ class SyntheticScenes:
         image, boxes = self._render(layout)
         texts = self._texts(layout)
         mismatched = bool(self._is_mismatched[index])
-        if mismatched:
-            texts = self._donor_texts(index, texts["caption"])
+        if mismatched:  # caption noise: the caption and its summary come from another scene, A stays the image's
+            texts = {**texts, **self._donor_texts(index, texts["caption"])}
         object_labels = [self._class_id(obj) for obj in layout.objects]
         return {
             "image": image,
@@ -260,14 +263,14 @@ class SyntheticScenes:
         return {"caption": caption, "summary": summary, "attributes": attributes}
 
     def _donor_texts(self, index: int, own_caption: str) -> dict[str, str]:
-        """Texts of another scene whose caption differs from `own_caption` (so a mismatched pair is truly wrong)."""
+        """Caption and summary of another scene whose caption differs from `own_caption` (a truly wrong pair)."""
         rng = self._rng(_DONOR_STREAM, index)
         for _ in range(100):
             donor = int(rng.integers(self.num_samples - 1))
             donor += donor >= index  # uniform over the other indices
             texts = self._texts(self._layout(donor))
             if texts["caption"] != own_caption:
-                return texts
+                return {"caption": texts["caption"], "summary": texts["summary"]}
         raise RuntimeError(f"found no scene with a caption different from scene {index}'s; use more `num_samples`")
 
     # --- rendering ----------------------------------------------------------------------------------------------

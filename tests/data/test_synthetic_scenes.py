@@ -60,8 +60,30 @@ def test_mismatch_fraction_is_exact_and_flags_match_the_swapped_texts():
         assert clean_sample["boxes"] == noisy_sample["boxes"]
         assert clean_sample["label"] == noisy_sample["label"]
         assert (clean_sample["caption"] != noisy_sample["caption"]) == flag
+        assert clean_sample["attributes"] == noisy_sample["attributes"]  # the image's tags, never swapped
         if not flag:
             assert clean_sample["summary"] == noisy_sample["summary"]
+
+
+def test_full_mismatch_swaps_caption_and_summary_but_attributes_still_name_the_images_objects():
+    """The paper's attribute text A is a detector's tags of the image, so caption noise must not reach it: at
+    mismatch 1.0 every caption and summary is another scene's (the same donor for both), every A the image's own."""
+    num = 120
+    clean = SyntheticScenes(num, seed=7)
+    noisy = SyntheticScenes(num, seed=7, mismatch_fraction=1.0)
+    names = clean.class_names()
+    clean_texts = [(sample["caption"], sample["summary"]) for sample in clean]
+    for index, sample in enumerate(noisy):
+        assert sample["mismatched"] is True
+        own_objects = [names[label] for label in sample["object_labels"]]
+        assert sample["attributes"] == ", ".join(own_objects)
+        assert sample["caption"] != clean_texts[index][0]
+        donors = [j for j, (caption, _) in enumerate(clean_texts) if caption == sample["caption"] and j != index]
+        assert donors, f"scene {index}: the caption is no other scene's"
+        assert all(clean_texts[j][1] == sample["summary"] for j in donors)  # summary written from that caption
+    # The swapped captions name other objects than the image's in most scenes, while A never does.
+    foreign = sum(any(name not in sample["caption"] for name in sample["attributes"].split(", ")) for sample in noisy)
+    assert foreign > 0.8 * num
 
 
 def test_boxes_are_tight_around_each_objects_pixels():

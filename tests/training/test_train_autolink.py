@@ -34,6 +34,12 @@ def test_training_evaluates_keypoints_and_skeleton_against_ground_truth(trained)
     assert metrics["eval/num_samples"] == 32
     assert metrics["eval/keypoint_nme"] > 0 and 0 < metrics["eval/mean_pose_nme"] < 1
     assert 0 <= metrics["eval/edge_precision"] <= 1 and metrics["eval/spanning_tree_match"] in (0.0, 1.0)
+    # each reading beside its exact chance level (6 bones among 21 pairs: K = 7 keypoints on the 7 joints), and the
+    # shuffled-graph control on the same keypoints
+    assert metrics["eval/edge_precision_chance"] == pytest.approx(6 / 21)
+    assert 0 <= metrics["eval/nearest_joint_bone_recall_chance"] <= 1
+    assert metrics["eval/shuffled_graph_edge_precision_chance"] == metrics["eval/edge_precision_chance"]
+    assert 0 <= metrics["eval/shuffled_graph_nearest_joint_bone_recall"] <= 1
     assert metrics["train/loss_last_window"] < metrics["train/loss_first_window"]
     results = json.loads((output_dir / "final" / "eval_results.json").read_text())
     assert results["metrics"]["eval/keypoint_nme"] == metrics["eval/keypoint_nme"]

@@ -4,6 +4,7 @@ from .configuration_lps import LpsResNetConfig
 from .image_processing_lps import LpsImageProcessor
 from .modeling_lps import (
     AdaptivePolyphaseDownsample,
+    DdacLowPassFilter,
     FixedPolyphaseDownsample,
     LearnablePolyphaseDownsample,
     LearnablePolyphaseUpsample,
@@ -21,6 +22,7 @@ from .trainer_callback_lps import GumbelTemperatureCallback, gumbel_tau_at_step,
 
 __all__ = [
     "AdaptivePolyphaseDownsample",
+    "DdacLowPassFilter",
     "FixedPolyphaseDownsample",
     "GumbelTemperatureCallback",
     "LearnablePolyphaseDownsample",

@@ -27,6 +27,7 @@ STEMS = ("imagenet", "cifar")
 LAYER_TYPES = ("basic", "bottleneck")
 PADDING_MODES = ("circular", "zeros", "reflect", "replicate")
 DECODER_UPSAMPLE_MODES = ("lpu", "bilinear")
+ANTIALIAS_MODES = ("binomial", "ddac")
 
 
 @strict
@@ -62,9 +63,16 @@ class LpsResNetConfig(PreTrainedConfig):
             with the soft gradient (straight-through) instead of the paper's soft sample.
         logits_hidden_size (`int`, *optional*): width of the LPS scoring CNN; `None` uses the width of the scored
             feature map (the paper's default).
-        lowpass_filter_size (`int`, *optional*, defaults to 0): binomial low-pass filter applied before LPS/APS
-            selection (the paper's LPS + LPF variant); 0 or 1 disables it.
-        blurpool_filter_size (`int`, *optional*, defaults to 3): binomial filter of the `"blurpool"` baseline.
+        lowpass_filter_size (`int`, *optional*, defaults to 0): size of the low-pass filter applied before LPS/APS
+            selection (the paper's LPS + LPF and LPS + DDAC variants); 0 or 1 disables it.
+        blurpool_filter_size (`int`, *optional*, defaults to 3): size of the filter of the `"blurpool"` baseline
+            (with `antialias="ddac"`: the DDAC baseline of Zou et al. 2020, adaptive filter then plain subsampling).
+        antialias (`str`, *optional*, defaults to `"binomial"`): kind of those filters: `"binomial"` (fixed
+            depthwise binomial taps, Zhang 2019) or `"ddac"` (content-adaptive: a conv-BN-softmax predicts a
+            `k x k` filter per pixel and channel group, Zou et al. 2020; odd sizes only; learned, so every
+            filtered downsampling layer and its shortcut gets its own).
+        antialias_groups (`int`, *optional*, defaults to 8): DDAC channel groups sharing one predicted filter (the
+            official default); the channels of every filtered map must be divisible by it.
         hidden_act (`str`, *optional*, defaults to `"relu"`): activation.
         decoder_hidden_size (`int`, *optional*, defaults to 64): channels of the segmentation decoder.
         decoder_upsample (`str`, *optional*, defaults to `"lpu"`): `"lpu"` places features back at the phases the
@@ -88,6 +96,8 @@ class LpsResNetConfig(PreTrainedConfig):
     logits_hidden_size: int | None = None
     lowpass_filter_size: int = 0
     blurpool_filter_size: int = 3
+    antialias: str = "binomial"
+    antialias_groups: int = 8
     hidden_act: str = "relu"
     decoder_hidden_size: int = 64
     decoder_upsample: str = "lpu"
@@ -122,6 +132,7 @@ class LpsResNetConfig(PreTrainedConfig):
             "layer_type": LAYER_TYPES,
             "padding_mode": PADDING_MODES,
             "decoder_upsample": DECODER_UPSAMPLE_MODES,
+            "antialias": ANTIALIAS_MODES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -138,6 +149,14 @@ class LpsResNetConfig(PreTrainedConfig):
                 "binomial filter sizes must be at most 7 (`lowpass_filter_size` >= 0, `blurpool_filter_size` >= 1), "
                 f"got {self.lowpass_filter_size} and {self.blurpool_filter_size}."
             )
+        if self.antialias == "ddac" and (self.lowpass_filter_size > 1 and self.lowpass_filter_size % 2 == 0):
+            raise ValueError(f"DDAC filters need an odd size, got `lowpass_filter_size` = {self.lowpass_filter_size}.")
+        if self.antialias == "ddac" and self.downsample == "blurpool" and self.blurpool_filter_size % 2 == 0:
+            raise ValueError(
+                f"DDAC filters need an odd size, got `blurpool_filter_size` = {self.blurpool_filter_size}."
+            )
+        if self.antialias_groups < 1:
+            raise ValueError(f"`antialias_groups` must be >= 1, got {self.antialias_groups}.")
         if self.gumbel_tau <= 0:
             raise ValueError(f"`gumbel_tau` must be > 0, got {self.gumbel_tau}.")
 

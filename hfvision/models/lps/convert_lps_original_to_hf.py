@@ -18,7 +18,8 @@ written. Dropped by design:
 - the residual shortcuts' `gumbel_tau` buffers (the shortcut reuses the main branch's decision, never samples);
 - the low-pass filters' `filt` buffers, after checking that they hold the binomial taps hfvision computes.
 
-Refused, with the reason: checkpoints without LPS layers, DDAC anti-aliasing (the `*_DDAC3_*` releases), zero-padded
+Refused, with the reason: checkpoints without LPS layers, DDAC anti-aliasing (the `*_DDAC3_*` releases: LpsResNet
+has the layer, `antialias="ddac"`, but no official DDAC outputs are in the test fixture to check a mapping), zero-padded
 networks (the released `*_zero*` ResNet-50/101: the official code still pads the LPS scorer, the low-pass filter and
 the stem's max-pool circularly there, which `LpsResNetConfig.padding_mode` cannot express) and runs with
 `--swap_conv_pool`, `--conv1_stride`, `--maxpool_zpad`, `--LPS_convex`, `--LPS_gumbel` or `--selection_noantialias`.
@@ -195,7 +196,10 @@ def config_from_checkpoint(
         raise ValueError("the checkpoint has no LPS layers (component_selection.get_logits); only LPS is converted")
     ddac = sorted(key for key in state_dict if "._antialias_layer." in key and not key.endswith(".filt"))
     if ddac:
-        raise ValueError(f"DDAC anti-aliasing ({ddac[0]}, ...) is not implemented in LpsResNet")
+        raise ValueError(
+            f'DDAC anti-aliasing ({ddac[0]}, ...) is not converted: LpsResNet has the layer (`antialias="ddac"`), '
+            "but its weight mapping is not yet checked against the official model's outputs"
+        )
     bottleneck = "core.layer1.0.conv3.weight" in state_dict
     depths = []
     while blocks := _stage_blocks(state_dict, len(depths) + 1):

@@ -14,7 +14,8 @@ shift-equivariant.
 The ResNets follow the official `resnet_custom.py`: every stride-2 conv becomes a stride-1 conv whose output is
 subsampled (in the first block of a stage: LPD before the block's last conv); the shortcut reuses the main branch's
 phase; the ImageNet stem is conv7x7 stride 1, LPD, max-pool 2 stride 1 with circular padding, LPD. The same class
-runs the paper's baselines: APS (largest-norm component), plain striding (component 0) and BlurPool. Plain striding
+runs the paper's baselines: APS (largest-norm component), plain striding (component 0), BlurPool and DDAC (a
+content-adaptive low-pass filter, `antialias="ddac"`, which also gives the paper's LPS + DDAC). Plain striding
 needs no selection, so `downsample="stride"` strides the convolution (and max-pool) itself: the same samples as
 component 0 of the stride-1 output, for a quarter of the work (the strided ResNet baseline, as torchvision builds it).
 
@@ -24,6 +25,9 @@ Where we deviate from the official code:
 - the segmentation model is a small U-Net-like decoder (1x1 projections, LPU, skip connections, 3x3 convs), not
   DeepLabV3+; it keeps the paper's property that every upsampling is the LPU of a stored downsampling decision;
 - the LPU's optional post-filter is not implemented;
+- DDAC (`antialias="ddac"`) is the official layer (joint softmax over groups and taps, its own BatchNorm) written
+  as k * k shifted multiply-adds instead of an `unfold`; only odd filter sizes, and no `--selection_noantialias`
+  (the LPS scores are computed on the filtered components, the official default);
 - the Gumbel noise can be drawn from a `generator`, so training steps are reproducible;
 - `downsample="stride"` runs true stride-2 convolutions instead of the official stride-1-then-subsample form: in eval
   the outputs are the same, in training the BatchNorm after a strided conv takes its batch statistics over the kept
@@ -169,6 +173,69 @@ class PolyphaseLowPassFilter(nn.Module):
         return F.conv2d(padded, kernel.expand(channels, 1, size, size), groups=channels)
 
 
+class DdacLowPassFilter(nn.Module):
+    """DDAC, the content-adaptive low-pass filter of Zou et al. ("Delving Deeper into Anti-aliasing in ConvNets",
+    BMVC 2020), as the official LPS code uses it for its "+ DDAC" variants.
+
+    A `k x k` convolution (no bias) of the input, BatchNorm and a softmax over its `groups * k * k` output channels
+    give, at every pixel, `groups` filters of `k * k` non-negative taps; channel group `g` (contiguous channels
+    `g * C / groups ...`) is filtered with filter `g`. As in the official layer the softmax runs over all
+    `groups * k * k` values at once, so at every pixel the taps of all groups together sum to 1 (each group's filter
+    sums to its share). Every operation is a circular convolution or per pixel, so with `padding_mode="circular"`
+    the filter commutes with circular shifts and LPS + DDAC stays exactly shift-invariant.
+
+    Args:
+        channels: channels of the filtered map (divisible by `groups`).
+        filter_size: odd `k`.
+        groups: channel groups, one predicted filter each.
+        padding_mode: padding of the prediction conv and of the filtered neighbourhoods.
+    """
+
+    def __init__(self, channels: int, filter_size: int, groups: int = 8, padding_mode: str = "circular"):
+        super().__init__()
+        if filter_size < 3 or filter_size % 2 == 0:
+            raise ValueError(f"`filter_size` of a DDAC filter must be odd and >= 3, got {filter_size}.")
+        if groups < 1 or channels % groups:
+            raise ValueError(f"`antialias_groups` ({groups}) must divide the filtered map's {channels} channels.")
+        self.filter_size = filter_size
+        self.groups = groups
+        self.pad_mode = _pad_mode(padding_mode)
+        self.convolution = nn.Conv2d(channels, groups * filter_size**2, filter_size, bias=False)
+        self.normalization = nn.BatchNorm2d(groups * filter_size**2)
+
+    def filter_weights(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`(B, C, H, W)` -> `(B, groups, k * k, H, W)` taps, non-negative, summing to 1 over groups and taps."""
+        batch_size, _, height, width = hidden_states.shape
+        weights = self.normalization(self.convolution(self._pad(hidden_states))).softmax(dim=1)  # (B, G*k*k, H, W)
+        return weights.view(batch_size, self.groups, self.filter_size**2, height, width)
+
+    def _pad(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        pad = self.filter_size // 2
+        return F.pad(hidden_states, (pad, pad, pad, pad), mode=self.pad_mode)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch_size, channels, height, width = hidden_states.shape
+        weights = self.filter_weights(hidden_states).unsqueeze(2)  # (B, G, 1, k * k, H, W)
+        padded = self._pad(hidden_states)
+        padded = padded.view(batch_size, self.groups, channels // self.groups, *padded.shape[-2:])
+        # one multiply-add per tap over the whole map (k * k of them), instead of unfolding k * k copies of it
+        filtered = None
+        for tap in range(self.filter_size**2):
+            row, column = divmod(tap, self.filter_size)
+            term = padded[..., row : row + height, column : column + width] * weights[:, :, :, tap]
+            filtered = term if filtered is None else filtered + term
+        return filtered.view(batch_size, channels, height, width)
+
+
+def build_lowpass(config: LpsResNetConfig, channels: int, filter_size: int) -> nn.Module | None:
+    """The anti-aliasing filter `config.antialias` names for a `channels`-wide map; `None` when `filter_size` <= 1."""
+    if filter_size <= 1:
+        return None
+    if config.antialias == "ddac":
+        return DdacLowPassFilter(channels, filter_size, config.antialias_groups, config.padding_mode)
+    return PolyphaseLowPassFilter(filter_size, config.padding_mode)
+
+
 class PolyphaseLogits(nn.Module):
     """The LPS scoring network (official `LPSLogitLayersV2`), shared across the 4 components.
 
@@ -196,11 +263,9 @@ class PolyphaseDownsample(nn.Module):
     `phase_probs` skips the choice and reuses a decision (the residual shortcut does).
     """
 
-    def __init__(self, lowpass_filter_size: int = 0, padding_mode: str = "circular"):
+    def __init__(self, lowpass: nn.Module | None = None):
         super().__init__()
-        self.lowpass = (
-            PolyphaseLowPassFilter(lowpass_filter_size, padding_mode) if lowpass_filter_size > 1 else nn.Identity()
-        )
+        self.lowpass = nn.Identity() if lowpass is None else lowpass
 
     def choose(
         self, components: torch.Tensor, generator: torch.Generator | None
@@ -240,8 +305,8 @@ class LearnablePolyphaseDownsample(PolyphaseDownsample):
         logits_hidden_size: width of the scoring CNN (`None`: `channels`).
         gumbel_tau: initial temperature.
         straight_through: hard samples with soft gradients in training.
-        lowpass_filter_size: binomial filter before the split (LPS + LPF); 0 or 1 disables it.
-        padding_mode: padding of the scoring CNN and the filter.
+        lowpass: anti-aliasing filter before the split (LPS + LPF, LPS + DDAC); `None` for none.
+        padding_mode: padding of the scoring CNN.
     """
 
     def __init__(
@@ -250,10 +315,10 @@ class LearnablePolyphaseDownsample(PolyphaseDownsample):
         logits_hidden_size: int | None = None,
         gumbel_tau: float = 1.0,
         straight_through: bool = False,
-        lowpass_filter_size: int = 0,
+        lowpass: nn.Module | None = None,
         padding_mode: str = "circular",
     ):
-        super().__init__(lowpass_filter_size, padding_mode)
+        super().__init__(lowpass)
         self.initial_gumbel_tau = gumbel_tau
         self.straight_through = straight_through
         self.logits_model = PolyphaseLogits(channels, logits_hidden_size or channels, padding_mode)
@@ -277,8 +342,8 @@ class AdaptivePolyphaseDownsample(PolyphaseDownsample):
 
 
 class FixedPolyphaseDownsample(PolyphaseDownsample):
-    """Always component 0 of the (filtered) map: BlurPool (`blurpool`); with filter size 1, the official code's
-    stride-1-then-subsample form of plain striding."""
+    """Always component 0 of the (filtered) map: BlurPool (`blurpool`), DDAC (`blurpool` with `antialias="ddac"`);
+    without a filter, the official code's stride-1-then-subsample form of plain striding."""
 
     def choose(self, components: torch.Tensor, generator: torch.Generator | None) -> tuple[None, torch.Tensor]:
         index = torch.zeros(components.shape[0], dtype=torch.long, device=components.device)
@@ -322,7 +387,7 @@ class LearnablePolyphaseUpsample(nn.Module):
 
 def build_downsample(config: LpsResNetConfig, channels: int, antialias: bool = True) -> PolyphaseDownsample:
     """The stride-2 layer `config.downsample` names, for a `channels`-wide map."""
-    lowpass = config.lowpass_filter_size if antialias else 0
+    lowpass = build_lowpass(config, channels, config.lowpass_filter_size if antialias else 0)
     if config.downsample == "lps":
         return LearnablePolyphaseDownsample(
             channels,
@@ -333,10 +398,10 @@ def build_downsample(config: LpsResNetConfig, channels: int, antialias: bool = T
             config.padding_mode,
         )
     if config.downsample == "aps":
-        return AdaptivePolyphaseDownsample(lowpass, config.padding_mode)
+        return AdaptivePolyphaseDownsample(lowpass)
     if config.downsample == "blurpool":
-        return FixedPolyphaseDownsample(config.blurpool_filter_size, config.padding_mode)
-    return StridedDownsample(0, config.padding_mode)
+        return FixedPolyphaseDownsample(build_lowpass(config, channels, config.blurpool_filter_size))
+    return StridedDownsample()
 
 
 def strides_convolutions(config: LpsResNetConfig) -> bool:
@@ -379,10 +444,13 @@ class LpsResNetShortcut(nn.Module):
 
     def __init__(self, config: LpsResNetConfig, in_channels: int, out_channels: int, downsample: bool):
         super().__init__()
-        # reuses the main branch's decision: a filter (if any) and the split, no scorer of its own
+        # reuses the main branch's decision: a filter of its own (if any: a DDAC filter is learned on this branch's
+        # input) and the split, no scorer
         filter_size = config.blurpool_filter_size if config.downsample == "blurpool" else config.lowpass_filter_size
         strided = downsample and strides_convolutions(config)  # then the 1x1 conv strides: component 0
-        self.downsample = PolyphaseDownsample(filter_size, config.padding_mode) if downsample and not strided else None
+        self.downsample = (
+            PolyphaseDownsample(build_lowpass(config, in_channels, filter_size)) if downsample and not strided else None
+        )
         self.projection = LpsResNetConvLayer(
             config, in_channels, out_channels, 1, activation=False, stride=2 if strided else 1
         )
@@ -786,6 +854,7 @@ class LpsForSemanticSegmentation(LpsResNetPreTrainedModel):
 
 __all__ = [
     "AdaptivePolyphaseDownsample",
+    "DdacLowPassFilter",
     "FixedPolyphaseDownsample",
     "LearnablePolyphaseDownsample",
     "LearnablePolyphaseUpsample",

@@ -21,6 +21,9 @@ AUTO_MAP = {
     "AutoModelForImageClassification": "modeling_pyramidclip.PyramidClipForImageClassification",
 }
 
+# Values of `PyramidClipConfig.objective`: the paper's pyramid loss, and the multi-caption CLIP ablation.
+OBJECTIVES = ("pyramid", "multi_caption")
+
 
 @strict
 class PyramidClipTextConfig(PreTrainedConfig):
@@ -142,6 +145,11 @@ class PyramidClipConfig(PreTrainedConfig):
         logit_scale_init_value (`float`, *optional*, defaults to 2.6592): initial log of the inverse temperature,
             ln(1 / 0.07) as in CLIP; learnable.
         softening_alpha (`float`, *optional*, defaults to 0.2): negative-softening factor alpha; 0 gives plain InfoNCE.
+        objective (`str`, *optional*, defaults to `"pyramid"`): the loss `PyramidClipModel` trains with when given
+            more than the image-caption pair. `"pyramid"`: the objective above, over the whole pyramid (local view,
+            regions, summary and attribute text). `"multi_caption"`: an ablation, not the paper's method (CLIP with
+            the summary and attribute text as extra captions): the global view against each of T, S and A, one
+            (softened) InfoNCE each, averaged: L = (L_GT + L_GS + L_GA) / 3; the local view and regions are unused.
         cross_level_global_weight (`float`, *optional*, defaults to 1/3): lambda, weight of the global cross-level
             relation terms (L_GA, L_RS).
         cross_level_local_weight (`float`, *optional*, defaults to 1/3): mu, weight of the local cross-level terms
@@ -157,6 +165,7 @@ class PyramidClipConfig(PreTrainedConfig):
     projection_dim: int = 512
     logit_scale_init_value: float = 2.6592
     softening_alpha: float = 0.2
+    objective: str = "pyramid"
     cross_level_global_weight: float = 1 / 3
     cross_level_local_weight: float = 1 / 3
     initializer_factor: float = 1.0
@@ -196,6 +205,8 @@ class PyramidClipConfig(PreTrainedConfig):
     def validate_architecture(self) -> None:
         if not 0.0 <= self.softening_alpha < 1.0:
             raise ValueError(f"`softening_alpha` must be in [0, 1), got {self.softening_alpha}.")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"`objective` must be one of {OBJECTIVES}, got {self.objective!r}.")
         weights = (self.cross_level_global_weight, self.cross_level_local_weight)
         if min(weights) < 0 or sum(weights) > 1:
             raise ValueError(

@@ -17,7 +17,8 @@ Where we deviate from the official code:
   more than 10 regions are given);
 - `logit_scale.exp()` is clamped at 100 as in CLIP/open_clip training.
 The transformer blocks, attention (eager/SDPA through `ALL_ATTENTION_FUNCTIONS`) and embeddings are transformers'
-CLIP layers.
+CLIP layers. `config.objective = "multi_caption"` trains with an ablation instead of the paper's loss (CLIP with the
+summary and attribute text as extra captions), to tell the text pyramid's share from the alignment's.
 """
 
 from __future__ import annotations
@@ -63,6 +64,13 @@ LOSS_TERMS = (
     "loss_local_attribute",
     "loss_region_text",
 )
+# The terms of the "multi_caption" ablation: the global view against the caption, the summary and the attribute text.
+MULTI_CAPTION_LOSS_TERMS = ("loss_global_text", "loss_global_summary", "loss_global_attribute")
+# The inputs beyond the image-caption pair that each `config.objective` trains on (given all together, or none).
+OBJECTIVE_INPUTS = {
+    "pyramid": ("pixel_values_local", "summary_input_ids", "attribute_input_ids", "roi_features"),
+    "multi_caption": ("summary_input_ids", "attribute_input_ids"),
+}
 
 
 @dataclass
@@ -70,11 +78,13 @@ class PyramidClipOutput(ModelOutput):
     """Output of [`PyramidClipModel`].
 
     Args:
-        loss: the PyramidCLIP objective (with `return_loss=True`); with only `pixel_values` and `input_ids` it is the
-            single-level softened contrastive loss between them.
+        loss: with `return_loss=True`, the objective `config.objective` names; with only `pixel_values` and
+            `input_ids` it is the single-level softened contrastive loss between them.
         loss_global_summary, loss_local_text: peer-level terms L_GS and L_LT.
         loss_global_attribute, loss_region_summary: global cross-level terms L_GA and L_RS.
         loss_local_attribute, loss_region_text: local cross-level terms L_LA and L_RT.
+        loss_global_text: L_GT, global view against the caption (the `"multi_caption"` objective only, which also
+            sets `loss_global_summary` and `loss_global_attribute`).
         logits_per_image: `(num_images, num_texts)` scaled cosine similarities of `pixel_values` and `input_ids`.
         logits_per_text: its transpose.
         text_embeds, image_embeds: L2-normalised projected embeddings of `input_ids` and `pixel_values`.
@@ -88,6 +98,7 @@ class PyramidClipOutput(ModelOutput):
     loss_region_summary: torch.FloatTensor | None = None
     loss_local_attribute: torch.FloatTensor | None = None
     loss_region_text: torch.FloatTensor | None = None
+    loss_global_text: torch.FloatTensor | None = None
     logits_per_image: torch.FloatTensor | None = None
     logits_per_text: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
@@ -207,6 +218,13 @@ def gather_across_processes(embeds: torch.Tensor) -> torch.Tensor:
     return torch.cat(dist_fn.all_gather(embeds), dim=0)
 
 
+def _pair_loss(
+    embeds: dict[str, torch.Tensor], visual: str, textual: str, logit_scale: torch.Tensor, alpha: float
+) -> torch.Tensor:
+    """Softened contrastive loss L_XY between the visual level `visual` and the text level `textual`."""
+    return softened_contrastive_loss(logit_scale * embeds[visual] @ embeds[textual].t(), alpha)
+
+
 class PyramidClipLoss(nn.Module):
     """The PyramidCLIP objective over the six normalised embeddings of a batch; returns the named terms.
 
@@ -225,7 +243,7 @@ class PyramidClipLoss(nn.Module):
         embeds = {name: gather_across_processes(value) for name, value in embeds.items()}
 
         def term(visual: str, textual: str) -> torch.Tensor:
-            return softened_contrastive_loss(logit_scale * embeds[visual] @ embeds[textual].t(), self.alpha)
+            return _pair_loss(embeds, visual, textual, logit_scale, self.alpha)
 
         terms = {
             "loss_global_summary": term("global", "summary"),  # peer level
@@ -240,6 +258,29 @@ class PyramidClipLoss(nn.Module):
             + self.global_weight * (terms["loss_global_attribute"] + terms["loss_region_summary"]) / 2
             + self.local_weight * (terms["loss_local_attribute"] + terms["loss_region_text"]) / 2
         )
+        return terms
+
+
+class PyramidClipMultiCaptionLoss(nn.Module):
+    """Ablation, not the paper's objective: CLIP trained with the summary and attribute text as extra captions.
+
+    The global view is paired with each text view T, S, A by the same (softened) InfoNCE, and the three are averaged:
+    L = (L_GT + L_GS + L_GA) / 3. The texts are the pyramid's, the visual side is CLIP's single view; with three
+    identical texts it is the single-pair loss.
+    """
+
+    def __init__(self, config: PyramidClipConfig):
+        super().__init__()
+        self.alpha = config.softening_alpha
+
+    def forward(self, embeds: dict[str, torch.Tensor], logit_scale: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`embeds` maps global/text/summary/attribute to `(B, D)` normalised embeddings."""
+        embeds = {name: gather_across_processes(value) for name, value in embeds.items()}
+        terms = {
+            name: _pair_loss(embeds, "global", textual, logit_scale, self.alpha)
+            for name, textual in zip(MULTI_CAPTION_LOSS_TERMS, ("text", "summary", "attribute"), strict=True)
+        }
+        terms["loss"] = sum(terms.values()) / len(terms)
         return terms
 
 
@@ -467,7 +508,8 @@ class PyramidClipVisionModel(PyramidClipPreTrainedModel):
 
 
 class PyramidClipModel(PyramidClipPreTrainedModel):
-    """PyramidCLIP dual encoder: features, image-text logits and, with `return_loss=True`, the PyramidCLIP loss."""
+    """PyramidCLIP dual encoder: features, image-text logits and, with `return_loss=True`, the PyramidCLIP loss (or
+    the ablation `config.objective` names)."""
 
     config_class = PyramidClipConfig
     main_input_name = "input_ids"  # the first forward argument, as CLIPModel's
@@ -481,7 +523,9 @@ class PyramidClipModel(PyramidClipPreTrainedModel):
         self.visual_projection = nn.Linear(self.vision_embed_dim, config.projection_dim, bias=False)
         self.text_projection = nn.Linear(self.text_embed_dim, config.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
-        self.pyramid_loss = PyramidClipLoss(config)
+        # The objective over the inputs beyond the image-caption pair: the paper's, or the multi-caption ablation.
+        loss_class = PyramidClipMultiCaptionLoss if config.objective == "multi_caption" else PyramidClipLoss
+        self.pyramid_loss = loss_class(config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -544,7 +588,8 @@ class PyramidClipModel(PyramidClipPreTrainedModel):
             summary_input_ids, summary_attention_mask: the summary S, `(B, L)`.
             attribute_input_ids, attribute_attention_mask: the object-attribute text A, `(B, L)`.
             roi_features, roi_mask: the region sequence R, `(B, M, roi_feature_dim)` and `(B, M)`.
-            return_loss: compute the loss. With the whole pyramid given, the PyramidCLIP objective with each term;
+            return_loss: compute the loss. With the inputs `config.objective` trains on, that objective with each
+                term: `"pyramid"` reads the whole pyramid, `"multi_caption"` the summary and attribute texts only;
                 with only `pixel_values` and `input_ids` (pairs on the diagonal), the softened contrastive loss.
         """
         if input_ids is None or pixel_values is None:
@@ -560,16 +605,24 @@ class PyramidClipModel(PyramidClipPreTrainedModel):
             "attribute_input_ids": attribute_input_ids,
             "roi_features": roi_features,
         }
+        objective, used = self.config.objective, OBJECTIVE_INPUTS[self.config.objective]
         given = [name for name, value in pyramid.items() if value is not None]
-        if given and len(given) != len(pyramid):
+        unused = [name for name in given if name not in used]
+        if unused:
+            raise ValueError(
+                f"{unused} are not read by the objective {objective!r} (config.objective), which trains on {list(used)}"
+                " beside the image-caption pair; leave them out."
+            )
+        if given and len(given) != len(used):
             raise ValueError(
                 f"Pyramid inputs must be given together; got {given}, missing "
-                f"{[name for name in pyramid if name not in given]}. PyramidClipProcessor(..., return_pyramid=True) "
+                f"{[name for name in used if name not in given]}. PyramidClipProcessor(..., return_pyramid=True) "
                 "builds all of them."
             )
         if given:  # named here: the towers' own checks would call them `input_ids` / `pixel_values`
             text_config, vision_config = self.config.text_config, self.config.vision_config
-            _check_pixel_values(pixel_values_local, vision_config.num_channels, self.dtype, "pixel_values_local")
+            if pixel_values_local is not None:
+                _check_pixel_values(pixel_values_local, vision_config.num_channels, self.dtype, "pixel_values_local")
             for name in ("summary_input_ids", "attribute_input_ids"):
                 _check_input_ids(pyramid[name], text_config.vocab_size, text_config.max_position_embeddings, name)
 
@@ -587,11 +640,12 @@ class PyramidClipModel(PyramidClipPreTrainedModel):
             embeds = {
                 "global": image_embeds,
                 "text": text_embeds,
-                "local": self.get_image_features(pixel_values_local, interpolate_pos_encoding).pooler_output,
                 "summary": self.get_text_features(summary_input_ids, summary_attention_mask).pooler_output,
                 "attribute": self.get_text_features(attribute_input_ids, attribute_attention_mask).pooler_output,
-                "region": self.get_region_features(roi_features, roi_mask),
             }
+            if objective == "pyramid":  # the visual pyramid; the multi-caption ablation keeps CLIP's single view
+                embeds["local"] = self.get_image_features(pixel_values_local, interpolate_pos_encoding).pooler_output
+                embeds["region"] = self.get_region_features(roi_features, roi_mask)
             embeds = {name: nn.functional.normalize(value, dim=-1) for name, value in embeds.items()}
             terms = self.pyramid_loss(embeds, logit_scale)
         elif return_loss:
@@ -727,9 +781,11 @@ class PyramidClipForImageClassification(PyramidClipPreTrainedModel):
 
 __all__ = [
     "LOSS_TERMS",
+    "MULTI_CAPTION_LOSS_TERMS",
     "PyramidClipForImageClassification",
     "PyramidClipLoss",
     "PyramidClipModel",
+    "PyramidClipMultiCaptionLoss",
     "PyramidClipOutput",
     "PyramidClipPreTrainedModel",
     "PyramidClipTextModel",

@@ -320,6 +320,34 @@ class TestMcMaeModel(ModelCommonTests):
             first = model(**inputs).logits
             assert not torch.equal(first, model(**inputs).logits)
 
+    def test_drop_path_drops_whole_branches_per_sample(self):
+        """timm's DropPath: in training each sample's branch is either zeroed entirely or kept and scaled by
+        1 / keep_prob, about drop_prob of the samples dropped; in eval the identity."""
+        drop_path = modeling_mcmae.McMaeDropPath(0.25)
+        branch = torch.rand(4000, 5, 6) + 0.5  # (B, N, D), no zeros of its own
+        assert torch.equal(drop_path.eval()(branch), branch)
+        torch.manual_seed(0)
+        output = drop_path.train()(branch)
+        dropped = (output == 0).all(-1).all(-1)  # (B,)
+        kept = torch.isclose(output, branch / 0.75).all(-1).all(-1)
+        assert torch.equal(dropped | kept, torch.ones_like(dropped))  # never part of a sample
+        assert dropped.float().mean().item() == pytest.approx(0.25, abs=0.03)  # Binomial(4000, 0.25): sd 0.007
+
+    def test_drop_path_skips_residual_branches_in_blocks(self):
+        """With a rate near 1, a training block returns its input (both residual branches dropped) for every sample;
+        in eval it does not."""
+        config = self.model_tester.get_config()
+        layer_config = modeling_mcmae.transformer_layer_config(config, 32, 2, 64)
+        layer = modeling_mcmae.McMaeLayer(config, layer_config, drop_path=0.9999)
+        conv_block = modeling_mcmae.McMaeConvBlock(config, 8, 2.0, drop_path=0.9999)
+        tokens, feature_map = torch.randn(6, 16, 32), torch.randn(6, 5, 7, 8)  # (B, N, D), (B, H, W, C)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            assert torch.equal(layer.train()(tokens), tokens)
+            assert torch.equal(conv_block.train()(feature_map), feature_map)
+            assert not torch.allclose(layer.eval()(tokens), tokens)
+            assert not torch.allclose(conv_block.eval()(feature_map), feature_map)
+
     def test_presets_and_parameter_counts(self):
         base, small = McMaeConfig.from_preset("mcmae-base"), McMaeConfig.from_preset("mcmae-small")
         assert (base.hidden_sizes, base.depths, base.patch_size, base.num_patches) == (
