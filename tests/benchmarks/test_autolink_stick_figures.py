@@ -6,25 +6,19 @@ The script is loaded from its path (`benchmarks/` is not a package).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from tests.training.conftest import load_training_script
+from tests.training.conftest import load_script_file, load_training_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "autolink_stick_figures.py"
 
 
 def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("autolink_stick_figures", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script_file(SCRIPT)
 
 
 def fake_metrics(value: float) -> dict[str, float]:

@@ -7,8 +7,6 @@ trained or not, in the paper's protocol (two random shifts) and ours (diagonal s
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -19,6 +17,7 @@ from PIL import Image
 from hfvision.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIR
 from hfvision.metrics.shift_consistency.shift_consistency import ShiftConsistency
 from hfvision.models.lps import gumbel_tau_at_step
+from tests.training.conftest import load_script_file
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "lps_shift.py"
 
@@ -29,11 +28,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lps_shift", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and HfArgumentParser resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_script_file(SCRIPT)
 
 
 TINY = ["--max_steps", "2", "--train_samples", "64", "--eval_samples", "24", "--width", "8", "--max_offset", "4"]

@@ -5,24 +5,20 @@ The script is loaded from its path (`benchmarks/` is not a package).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
+from tests.training.conftest import load_script_file
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "scaffold_digits.py"
 
 
 def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("scaffold_digits", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script_file(SCRIPT)
 
 
 def test_token_distractors_score_each_key_once_and_leave_the_global_stream_alone():

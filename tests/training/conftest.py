@@ -15,13 +15,18 @@ import torch
 TRAINING = Path(__file__).resolve().parents[2] / "training"
 
 
-def load_training_script(name: str) -> ModuleType:
-    """`training/<name>.py` as a module (scripts are run as files, not installed as a package)."""
-    spec = importlib.util.spec_from_file_location(name, TRAINING / f"{name}.py")
+def load_script_file(path: Path) -> ModuleType:
+    """A script (under `training/` or `benchmarks/`: run as files, not installed as a package) as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses and HfArgumentParser resolve annotations through sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+def load_training_script(name: str) -> ModuleType:
+    """`training/<name>.py` as a module."""
+    return load_script_file(TRAINING / f"{name}.py")
 
 
 @contextlib.contextmanager
