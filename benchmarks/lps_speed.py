@@ -18,36 +18,18 @@ and each model's time relative to LPS.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import ResNetConfig, ResNetForImageClassification
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/timing.py, also when loaded by path
+from timing import timed
+
 from hfvision.models.lps import LpsResNetConfig, LpsResNetForImageClassification
-
-
-def timed(forwards: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, float]:
-    """Median milliseconds of each `forward()` over `repeats` rounds, after one warm-up call each.
-
-    The models take turns within every round, so a busy machine slows them all alike and the ratios stay fair.
-    """
-    times: dict[str, list[float]] = {name: [] for name in forwards}
-    for forward in forwards.values():
-        forward()
-    for _ in range(repeats):
-        for name, forward in forwards.items():
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            forward()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) * 1000 for name, values in times.items()}
 
 
 def build_models(preset: str, num_labels: int) -> dict[str, nn.Module]:

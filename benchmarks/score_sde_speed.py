@@ -22,12 +22,13 @@ the ratio ours / diffusers.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/timing.py, also when loaded by path
+from timing import timed
 
 from hfvision.models.score_sde import (
     LangevinCorrector,
@@ -36,23 +37,6 @@ from hfvision.models.score_sde import (
     ScoreSdeVeAncestralScheduler,
     sample_score_sde,
 )
-
-
-def timed(runs: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, float]:
-    """Median milliseconds of each `run()` over `repeats` rounds (taking turns), after one warm-up call each."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for run in runs.values():
-        run()
-    for _ in range(repeats):
-        for name, run in runs.items():
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            run()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) * 1000 for name, values in times.items()}
 
 
 def diffusers_loop(model: ScoreSdeModel, prior: torch.Tensor, steps: int, corrector_steps: int, snr: float, seed: int):

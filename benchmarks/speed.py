@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +50,9 @@ from transformers import (
     VivitConfig,
     VivitForVideoClassification,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/timing.py, also when loaded by path
+from timing import timed
 
 from hfvision.models.lps import LpsResNetConfig, LpsResNetForImageClassification
 from hfvision.models.mcmae import McMaeConfig, McMaeForPreTraining, matching_vitmae_config
@@ -297,23 +298,6 @@ def count_flops(run: Callable[[], object]) -> int:
     with FlopCounterMode(display=False) as counter:
         run()
     return counter.get_total_flops()
-
-
-def timed(runs: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, float]:
-    """Median milliseconds of each `run()` over `repeats` rounds (taking turns), after one warm-up call each."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for run in runs.values():
-        run()
-    for _ in range(repeats):
-        for name, run in runs.items():
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            run()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) * 1000 for name, values in times.items()}
 
 
 def top_op(run: Callable[[], object], device: str) -> dict[str, tuple[float, float, int]]:

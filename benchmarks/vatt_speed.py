@@ -24,35 +24,21 @@ each) and each model's time relative to ViViT.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import VivitConfig, VivitForVideoClassification
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/timing.py, also when loaded by path
+from timing import timed
+
 from hfvision.models.vatt import VattConfig, VattForVideoClassification, VattModel
 from hfvision.models.vatt.configuration_vatt import TRANSFORMER_SIZES
 
 NUM_LABELS = 10
-
-
-def timed(steps: dict[str, Callable[[], None]], repeats: int, device: str) -> dict[str, float]:
-    """Median milliseconds of each `step()` over `repeats` rounds (models take turns), after one warm-up each."""
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for step in steps.values():
-        step()
-    for _ in range(repeats):
-        for name, step in steps.items():
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            step()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) * 1000 for name, values in times.items()}
 
 
 def build_models(args: argparse.Namespace) -> dict[str, nn.Module]:
