@@ -515,6 +515,14 @@ def _counts(run: _Run, train_key: str, eval_key: str, unit: str) -> str:
     return ", ".join(part for part in parts if part)
 
 
+def _generated_or_local(run: _Run, flag: str, dataset: str, prefix: str, unit: str) -> _CardSpec:
+    """The card spec of a run on hfvision's generated data (`--<flag>`, sizes `--<prefix>_num_train` / `_num_eval`)
+    or, without the flag, on the local data of `--train_data`."""
+    if run.arg(flag):
+        return _CardSpec(DATASETS[dataset], _counts(run, f"{prefix}_num_train", f"{prefix}_num_eval", unit))
+    return _CardSpec(_local_dataset(run.arg("train_data", "data")))
+
+
 def _recall_rows(spec: _CardSpec, metrics: dict[str, Any], pairs: list[tuple[str, str]], ks: tuple[int, ...]) -> None:
     """Recall@k rows of retrieval directions (no baseline: the runs measure none, and with several matching items per
     query the chance level is not k / N)."""
@@ -560,12 +568,7 @@ def _pyramidclip(run: _Run) -> _CardSpec:
 
 
 def _mcmae(run: _Run) -> _CardSpec:
-    if run.arg("fashion_mnist"):
-        spec = _CardSpec(
-            DATASETS["fashion_mnist"], _counts(run, "fashion_mnist_num_train", "fashion_mnist_num_eval", "images")
-        )
-    else:
-        spec = _CardSpec(_local_dataset(run.arg("train_data", "data")))
+    spec = _generated_or_local(run, "fashion_mnist", "fashion_mnist", "fashion_mnist", "images")
     spec.add(
         run.metrics,
         "eval/reconstruction_loss",
@@ -583,12 +586,7 @@ def _mcmae(run: _Run) -> _CardSpec:
 
 
 def _autolink(run: _Run) -> _CardSpec:
-    if run.arg("stick_figures"):
-        spec = _CardSpec(
-            DATASETS["stick_figures"], _counts(run, "stick_figures_num_train", "stick_figures_num_eval", "figures")
-        )
-    else:
-        spec = _CardSpec(_local_dataset(run.arg("train_data", "data")))
+    spec = _generated_or_local(run, "stick_figures", "stick_figures", "stick_figures", "figures")
     metrics = run.metrics
     mean_pose = metrics.get("eval/mean_pose_nme")
     spec.add(
@@ -625,10 +623,7 @@ def _autolink(run: _Run) -> _CardSpec:
 
 
 def _vatt(run: _Run) -> _CardSpec:
-    if run.arg("synthetic"):
-        spec = _CardSpec(DATASETS["av_clips"], _counts(run, "synthetic_num_train", "synthetic_num_eval", "clips"))
-    else:
-        spec = _CardSpec(_local_dataset(run.arg("train_data", "data")))
+    spec = _generated_or_local(run, "synthetic", "av_clips", "synthetic", "clips")
     pairs = [
         ("video_to_text", "Video-to-text retrieval"),
         ("text_to_video", "Text-to-video retrieval"),
