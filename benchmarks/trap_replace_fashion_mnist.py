@@ -27,6 +27,10 @@ block 6::
     # the earlier paper-split run: 12,000 images, 10% poisoned, stem 5
     OMP_NUM_THREADS=1 python benchmarks/trap_replace_fashion_mnist.py --seeds 0 --num_train 12000 --poison_ratio 0.1 \
         --stem_end_block 5 --stage1_steps 600 --stage2_steps 270
+    # the paper's split and holdout size: 50,000 images (the last 2,500 held out, as the paper's CIFAR-10 holdout),
+    # stage 1 1500 steps of 128, stage 2 30 epochs of the holdout (~40 min per seed on a shared core)
+    OMP_NUM_THREADS=1 python benchmarks/trap_replace_fashion_mnist.py --seeds 0 1 2 --num_train 50000 \
+        --stem_end_block 5 --stage1_steps 1500 --stage2_steps 1170 --output_dir runs/tr50k
 
 Writes `<output_dir>/results_<triggers>_stem<N>.json` and `.md` (the table), `probe.json` beside each seed's runs,
 and `triggers.png` (clean test images and the same images under each trigger; `--picture_only` draws just that).
