@@ -20,21 +20,24 @@ masked positions, it does not drop them), which is where its extra cost comes fr
 
 Prints parameter counts (the whole pretraining model, and the encoder `.mcmae` / `.vit`, i.e. without MCMAE's fusion
 convs and encoder norm), the median time of a pretraining step (forward + loss + backward; no optimizer) of each model
-over `--repeats`, and the MCMAE / ViTMAE step-time ratio.
+over `--repeats` (the two models take turns, `benchmarks/timing.py`), and the MCMAE / ViTMAE step-time ratio.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import ViTMAEForPreTraining
 
 from hfvision.models.mcmae import McMaeConfig, McMaeForPreTraining, matching_vitmae_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/timing.py, also when loaded by path
+from timing import timed
 
 SIZES = {"tiny": "mcmae-tiny", "small": "mcmae-small", "base": "mcmae-base"}
 
@@ -54,21 +57,6 @@ def build(size: str, image_size: int | None, mask_ratio: float) -> tuple[McMaeFo
 
 def num_parameters(module: nn.Module) -> int:
     return sum(parameter.numel() for parameter in module.parameters())
-
-
-def median_ms(step: Callable[[], None], repeats: int, device: str) -> float:
-    """Median wall time of `step` in milliseconds, after one warm-up call."""
-    step()
-    times = []
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:
@@ -102,7 +90,7 @@ def main() -> None:
     with torch.no_grad():  # same patches masked in both models
         assert torch.equal(mcmae(pixel_values=pixel_values, noise=noise).mask, vitmae(pixel_values, noise=noise).mask)
     models = {"MCMAE": (mcmae, mcmae.mcmae), "ViTMAE": (vitmae, vitmae.vit)}  # name -> (model, encoder)
-    times = {name: median_ms(pretraining_step(model), args.repeats, device) for name, (model, _) in models.items()}
+    times = timed({name: pretraining_step(model) for name, (model, _) in models.items()}, args.repeats, device)
 
     print(
         f"size={args.size} image={image_size}/{patch} batch={args.batch_size} mask_ratio={args.mask_ratio} "

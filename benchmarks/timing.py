@@ -1,5 +1,5 @@
 """The side-by-side timer the speed benchmarks share (`speed.py`, `lps_speed.py`, `score_sde_speed.py`,
-`vatt_speed.py`)."""
+`vatt_speed.py`, `mcmae_vs_vitmae.py`)."""
 
 from __future__ import annotations
 

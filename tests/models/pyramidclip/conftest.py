@@ -1,4 +1,5 @@
-"""Fixtures shared by the PyramidCLIP tests: a tiny tokenizer, processor and saved checkpoint."""
+"""Fixtures shared by the PyramidCLIP tests: a tiny tokenizer, processor and saved checkpoint, and the six
+normalised embeddings the loss-term tests recompute their terms from."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from hfvision.models.pyramidclip import (
@@ -23,6 +25,22 @@ CAPTIONS = [
     "a green triangle in the center",
     "a yellow star on the right",
 ]
+
+
+def six_embeddings(model: PyramidClipModel, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The six normalised embeddings (views `global`, `local`, `region`; texts `text`, `summary`, `attribute`), each
+    from its own tower call; a text's `attention_mask` is used when `inputs` has one."""
+    with torch.no_grad():
+        embeds = {
+            "global": model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output,
+            "local": model.get_image_features(pixel_values=inputs["pixel_values_local"]).pooler_output,
+            "region": model.get_region_features(inputs["roi_features"], inputs["roi_mask"]),
+        }
+        for name, prefix in (("text", ""), ("summary", "summary_"), ("attribute", "attribute_")):
+            embeds[name] = model.get_text_features(
+                inputs[f"{prefix}input_ids"], inputs.get(f"{prefix}attention_mask")
+            ).pooler_output
+    return {name: F.normalize(value, dim=-1) for name, value in embeds.items()}
 
 
 def random_image(seed: int, height: int = 40, width: int = 48) -> Image.Image:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from hfvision.models.pyramidclip import PyramidClipConfig, PyramidClipModel
 from hfvision.models.pyramidclip.modeling_pyramidclip import LOSS_TERMS, PyramidClipLoss
+from tests.models.pyramidclip.conftest import six_embeddings
 
 BATCH_SIZE = 4
 VISUAL_INPUTS = {"global": "pixel_values", "local": "pixel_values_local", "region": "roi_features"}
@@ -65,21 +66,9 @@ def inputs(model) -> dict[str, torch.Tensor]:
     }
 
 
-def embed(model: PyramidClipModel, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The six normalised embeddings, each from its own tower call."""
-    with torch.no_grad():
-        embeds = {
-            "global": model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output,
-            "local": model.get_image_features(pixel_values=inputs["pixel_values_local"]).pooler_output,
-            "region": model.get_region_features(inputs["roi_features"], inputs["roi_mask"]),
-            **{name: model.get_text_features(input_ids=inputs[key]).pooler_output for name, key in TEXT_INPUTS.items()},
-        }
-    return {name: F.normalize(value, dim=-1) for name, value in embeds.items()}
-
-
 def pair_losses(model: PyramidClipModel, inputs: dict[str, torch.Tensor]) -> dict[tuple[str, str], float]:
     """The softened contrastive loss of every (view, text) pair, written independently of the model's code."""
-    embeds = embed(model, inputs)
+    embeds = six_embeddings(model, inputs)
     scale = model.logit_scale.exp().clamp(max=100).detach()
     alpha, labels = model.config.softening_alpha, torch.arange(BATCH_SIZE)
     smoothing = alpha * BATCH_SIZE / (BATCH_SIZE - 1)  # puts 1 - alpha on the positive, alpha / (N-1) on each negative

@@ -16,6 +16,7 @@ from huggingface_hub.errors import StrictDataclassClassValidationError
 
 from hfvision.models.pyramidclip import PyramidClipConfig, PyramidClipModel
 from hfvision.models.pyramidclip.modeling_pyramidclip import LOSS_TERMS, MULTI_CAPTION_LOSS_TERMS
+from tests.models.pyramidclip.conftest import six_embeddings
 from tests.training.conftest import load_training_script
 
 BATCH_SIZE = 4
@@ -102,21 +103,6 @@ def infonce(visual: torch.Tensor, textual: torch.Tensor, scale: torch.Tensor, al
     ) / 2
 
 
-def embeddings(model: PyramidClipModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The six normalised embeddings, each from its own tower call."""
-    with torch.no_grad():
-        embeds = {
-            "global": model.get_image_features(pixel_values=batch["pixel_values"]).pooler_output,
-            "local": model.get_image_features(pixel_values=batch["pixel_values_local"]).pooler_output,
-            "region": model.get_region_features(batch["roi_features"], batch["roi_mask"]),
-        }
-        for name, prefix in (("text", ""), ("summary", "summary_"), ("attribute", "attribute_")):
-            embeds[name] = model.get_text_features(
-                batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"]
-            ).pooler_output
-    return {name: F.normalize(value, dim=-1) for name, value in embeds.items()}
-
-
 def test_every_objective_trains_with_its_settings_and_logs_its_terms(script, weights, batch):
     expected_alpha = {"pyramid": 0.2, "pyramid_hard": 0.0, "clip": 0.0, "clip_soft": 0.2, "clip_multi": 0.0}
     assert set(script.OBJECTIVES) == set(expected_alpha)
@@ -133,7 +119,7 @@ def test_every_objective_trains_with_its_settings_and_logs_its_terms(script, wei
 def test_clip_soft_is_the_softened_single_pair_and_at_alpha_zero_is_clip(script, weights, batch):
     clip_model, soft_model = model_for(script, "clip", weights), model_for(script, "clip_soft", weights)
     clip, soft = run(script, "clip", clip_model, batch), run(script, "clip_soft", soft_model, batch)
-    embeds, scale = embeddings(clip_model, batch), scale_of(clip_model)
+    embeds, scale = six_embeddings(clip_model, batch), scale_of(clip_model)
     torch.testing.assert_close(clip.loss, infonce(embeds["global"], embeds["text"], scale, 0.0))
     torch.testing.assert_close(soft.loss, infonce(embeds["global"], embeds["text"], scale, 0.2))
     assert abs(float(soft.loss - clip.loss)) > 1e-4  # the softening changes the loss
@@ -149,7 +135,7 @@ def test_pyramid_hard_is_the_pyramid_at_alpha_zero(script, weights, batch):
     for term in ("loss", *LOSS_TERMS):
         torch.testing.assert_close(getattr(hard, term), getattr(pyramid_at_zero, term), rtol=0, atol=1e-12)
     # Independently: the six plain InfoNCE terms of the paper's pairs, each weighted 1/6 (lambda = mu = 1/3).
-    embeds, scale = embeddings(pyramid_model, batch), scale_of(pyramid_model)
+    embeds, scale = six_embeddings(pyramid_model, batch), scale_of(pyramid_model)
     pairs = [("global", "summary"), ("local", "text"), ("global", "attribute"), ("region", "summary"),
              ("local", "attribute"), ("region", "text")]  # fmt: skip
     plain = [infonce(embeds[visual], embeds[textual], scale, 0.0) for visual, textual in pairs]
@@ -162,7 +148,7 @@ def test_pyramid_hard_is_the_pyramid_at_alpha_zero(script, weights, batch):
 def test_clip_multi_averages_the_global_view_against_each_text(script, weights, batch):
     model = model_for(script, "clip_multi", weights)
     outputs = run(script, "clip_multi", model, batch)
-    embeds, scale = embeddings(model, batch), scale_of(model)
+    embeds, scale = six_embeddings(model, batch), scale_of(model)
     expected = {
         term: infonce(embeds["global"], embeds[text], scale, 0.0)
         for term, text in zip(MULTI_CAPTION_LOSS_TERMS, ("text", "summary", "attribute"), strict=True)
