@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import get_cosine_schedule_with_warmup
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
@@ -144,12 +145,6 @@ def centroid_probe(features: np.ndarray, attributes: np.ndarray) -> dict[str, fl
     return scores
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / 50) * 0.5 * (1 + np.cos(np.pi * step / steps))
-    )
-
-
 def probe_contrastive(args: argparse.Namespace) -> None:
     """Train the tiny pretraining model in memory; print held-out R@1 and the video probe every 500 steps."""
     torch.manual_seed(args.seed)
@@ -164,7 +159,7 @@ def probe_contrastive(args: argparse.Namespace) -> None:
     )
     model = VattForPreTraining(config)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.05)
-    scheduler = warmup_cosine(optimizer, args.steps)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=50, num_training_steps=args.steps)
     print("| step | loss | video->text R@1 | video->audio R@1 | video probe: " + " | ".join(VALUES) + " |")
     print("|---" * (4 + len(VALUES)) + "|")
     for step in range(1, args.steps + 1):
