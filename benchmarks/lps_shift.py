@@ -87,7 +87,7 @@ METHODS = {
     "ddac": {"downsample": "blurpool", "antialias": "ddac"},
     "lps_ddac": {"downsample": "lps", "antialias": "ddac", "lowpass_filter_size": 3},
 }
-DEFAULT_METHODS = ("lps", "aps", "blurpool", "stride", "ddac")
+DEFAULT_METHODS = ("lps", "lps_ddac", "aps", "blurpool", "stride", "ddac")
 # Fashion-MNIST training-set pixel statistics (on [0, 1]), as commonly quoted.
 PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530
 IMAGE_SIZE = 32  # 28 + 2 * 2 zero border: a multiple of the total stride 8 (CIFAR stem) and 32 (ImageNet stem)
